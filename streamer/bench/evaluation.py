@@ -1,0 +1,123 @@
+"""Evaluation cost vs population: fill the education tree's state with N
+active users, then time reading every metric (current + baseline window).
+
+    python -m streamer.bench.evaluation [--users 10000 100000 1000000] [--redis URL]
+
+Reading must not grow with the number of events or users: windowed sums read
+``w/r`` buckets, entity measures a difference array over window ends,
+percentiles ``ZCARD`` + ``ZRANGE`` by rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from streamer.engine import BatchApplier
+from streamer.spec.model import Tree
+from streamer.state.evaluate import evaluate
+from streamer.state.store import Store
+
+DAY_MS = 86_400_000
+T_END = 20_400 * DAY_MS  # a UTC midnight
+
+
+def load_tree(name: str) -> Tree:
+    from ruamel.yaml import YAML
+
+    path = Path(__file__).resolve().parents[2] / "definitions" / f"{name}.yaml"
+    return Tree.model_validate(YAML(typ="safe").load(path.read_text()))
+
+
+def education_events(users: int, seed: int = 1) -> Iterator[bytes]:
+    """About 3.3 events per user over the 21 days before T_END."""
+    rng = random.Random(seed)
+    for u in range(users):
+        user = f"u{u}"
+        for _ in range(2):
+            t = T_END - rng.randrange(21 * DAY_MS)
+            yield orjson.dumps(
+                {"event_type": "lesson_completed", "user_id": user, "time": t,
+                 "event_properties": {"lesson_id": rng.randrange(500), "minutes": rng.randrange(1, 30)}}
+            )
+        if u % 10 == 0:
+            t = T_END - rng.randrange(7 * DAY_MS)
+            yield orjson.dumps({"event_type": "signed_up", "user_id": user, "time": t})
+        if u % 5 == 0:
+            t = T_END - rng.randrange(14 * DAY_MS)
+            yield orjson.dumps({"event_type": "lesson_abandoned", "user_id": user, "time": t,
+                                "event_properties": {"minutes": 2}})
+
+
+def fill(client: Any, tree: Tree, users: int, batch: int) -> tuple[int, float]:
+    store = Store(client, namespace="bench")
+    store.delete_namespace()
+    applier = BatchApplier(store, [tree])
+    n = 0
+    start = time.perf_counter()
+    records: list[tuple[int, bytes]] = []
+    for line in education_events(users):
+        records.append((n, line))
+        n += 1
+        if len(records) == batch:
+            applier.apply("0", records, T_END)
+            records = []
+    if records:
+        applier.apply("0", records, T_END)
+    return n, time.perf_counter() - start
+
+
+def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[float, dict[str, Any]]:
+    store = Store(client, namespace="bench")
+    plan = BatchApplier(store, [tree]).plans[0]
+    samples = []
+    values: dict[str, Any] = {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--redis", help="Redis URL (default: start a local redis-server)")
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    server = None
+    if args.redis:
+        client = redis.Redis.from_url(args.redis)
+    else:
+        from streamer.testing.redis_server import RedisServer
+
+        server = RedisServer()
+        server.start()
+        client = redis.Redis.from_url(server.url)
+    tree = load_tree("education")
+    print(f"{'users':>10} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
+    try:
+        for users in args.users:
+            client.flushall()
+            n, seconds = fill(client, tree, users, args.batch)
+            median, values = time_evaluation(client, tree, args.repeats)
+            mem = client.info("memory")["used_memory"] / 2**20
+            print(f"{users:>10} {n:>10} {n / seconds:>10.0f} {median * 1000:>8.2f} {mem:>10.1f}  "
+                  f"{values['weekly_active_learners']:.0f}")
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

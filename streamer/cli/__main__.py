@@ -1,0 +1,5 @@
+"""``python -m streamer.cli`` runs the ``northstar`` command."""
+
+from streamer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Product events: the decoded event type, shapes, decoding and rejection reasons."""

@@ -1,0 +1,1 @@
+"""Redis state: Lua scripts, the store (verdicts, applies, reads), key layout."""

@@ -1,0 +1,37 @@
+"""Redis key layout. Every key of a state unit shares the unit's hash tag
+(``{tree:fingerprint}``), so a unit lives in one Redis Cluster slot and its
+Lua script may touch all of it; per-tree bookkeeping shares ``{tree}``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamer.windows.units import Unit
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = "ns"
+
+    def unit(self, unit: Unit, suffix: str = "") -> str:
+        return f"{self.namespace}:{unit.tag}:{suffix}"
+
+    def applied(self, unit: Unit) -> str:
+        """Hash partition -> last applied offset: the exactly-once guard."""
+        return self.unit(unit, "applied")
+
+    def tree(self, tree: str, suffix: str) -> str:
+        return f"{self.namespace}:{{{tree}}}:{suffix}"
+
+    def watermark(self, tree: str) -> str:
+        return self.tree(tree, "wm")
+
+    def insert_ids(self, tree: str) -> str:
+        return self.tree(tree, "ids")
+
+    def insert_id_times(self, tree: str) -> str:
+        return self.tree(tree, "idt")
+
+    def pattern(self) -> str:
+        """Every key of this namespace (for ``SCAN MATCH``)."""
+        return f"{self.namespace}:*"

@@ -1,0 +1,81 @@
+-- Entities with at least n matching events in the window (distinct = n 1),
+-- optionally counted as groups with at least m qualifying entities.
+--   "e"  hash entity -> packed {bucket -> events}
+--   "q"  difference array: qualifying entities per window end
+--   "eg" hash entity -> "t|group" (latest group value)      [group mode]
+--   "gc" hash group -> packed {window end -> qualifying entities} [group mode]
+--   "g"  difference array: qualifying groups per window end  [group mode]
+-- payload: {"e": [[entity, [b, c, b, c, ...]], ...], "g": [[entity, t, group], ...]}
+-- params:  {"w": window buckets, "n": min events, "m": min entities or null}
+local W, N = params.w, params.n
+local grouped = params.m ~= nil and params.m ~= cjson.null
+local M = params.m
+local states = map_cache(P .. 'e')
+local gcounts = map_cache(P .. 'gc')
+local EG = P .. 'eg'
+
+local function group_delta(g, e, d)
+  local m = gcounts.get(g)
+  local before = (m[e] or 0) >= M
+  m[e] = (m[e] or 0) + d
+  gcounts.touch(g)
+  local after = m[e] >= M
+  if before ~= after then point('g', e, after and 1 or -1) end
+end
+
+-- entity -> {buckets = {b, c, ...} from ops, obs = {t, group}}
+local touched = {}
+local order = {}
+for _, op in ipairs(payload.e) do
+  if touched[op[1]] == nil then touched[op[1]] = {}; order[#order + 1] = op[1] end
+  touched[op[1]].buckets = op[2]
+end
+if grouped then
+  for _, op in ipairs(payload.g) do
+    if touched[op[1]] == nil then touched[op[1]] = {}; order[#order + 1] = op[1] end
+    touched[op[1]].obs = op
+  end
+end
+
+for _, entity in ipairs(order) do
+  local t = touched[entity]
+  local counts = states.get(entity)
+  local old = {}
+  for b, c in pairs(counts) do old[b] = c end
+  local lo, hi = nil, nil
+  if t.buckets then
+    local ops = t.buckets
+    for i = 1, #ops, 2 do
+      local b, c = ops[i], ops[i + 1]
+      counts[b] = (counts[b] or 0) + c
+      if lo == nil or b + 1 < lo then lo = b + 1 end
+      if hi == nil or b + W > hi then hi = b + W end
+    end
+    states.touch(entity)
+  end
+  local g_old, g_new = nil, nil
+  if grouped then
+    g_old = latest_value(EG, entity)
+    g_new = g_old
+    if t.obs then g_old, g_new = latest_update(EG, entity, t.obs[2], t.obs[3]) end
+    if g_old ~= g_new then
+      -- the entity moves between groups: carry its whole qualification
+      local blo, bhi = bounds(counts)
+      if blo ~= nil then lo, hi = blo + 1, bhi + W end
+    end
+  end
+  if lo ~= nil then
+    local before = qual_vec(old, lo, hi, W, N)
+    local after = qual_vec(counts, lo, hi, W, N)
+    vec_diff('q', lo, hi, before, after)
+    if grouped then
+      for e = lo, hi do
+        if g_old ~= nil and before[e] == 1 then group_delta(g_old, e, -1) end
+        if g_new ~= nil and after[e] == 1 then group_delta(g_new, e, 1) end
+      end
+    end
+  end
+end
+states.save()
+gcounts.save()
+return finish()

@@ -1,0 +1,175 @@
+"""The Redis store: lateness/duplicate verdicts, unit applies guarded by
+applied offsets, and reading raw state for evaluation.
+
+Scripts are loaded once (``SCRIPT LOAD``) and called with ``EVALSHA`` inside
+pipelines; a Redis that lost its script cache (restart) answers NOSCRIPT and
+the store reloads and retries once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis
+
+from streamer.state.keys import Keys
+from streamer.state.scripts import APPLY_KINDS, apply_source, verdict_source
+from streamer.windows.units import Unit
+
+RedisClient = Any  # redis.Redis | redis.cluster.RedisCluster (same command API)
+
+
+class StateError(Exception):
+    """Base of the state package's errors."""
+
+
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+
+class Store:
+    def __init__(self, client: RedisClient, namespace: str = "ns") -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self._sources = {kind: apply_source(kind) for kind in APPLY_KINDS}
+        self._sources["verdict"] = verdict_source()
+        self._shas = {name: _sha(src) for name, src in self._sources.items()}
+        self.load_scripts()
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.client, redis.cluster.RedisCluster)
+
+    def load_scripts(self) -> None:
+        for source in self._sources.values():
+            self.client.script_load(source)
+
+    def _execute(self, build: Any) -> list[Any]:
+        """Run a pipeline built by ``build(pipe)``; reload scripts once on NOSCRIPT."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.load_scripts()
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ write path
+    def verdicts_and_offsets(
+        self,
+        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        partition: str,
+        units: Sequence[Unit],
+    ) -> tuple[list[tuple[str, int | None]], list[int]]:
+        """One round trip: for every (tree, horizon_ms, dedupe_ms, events) the
+        verdict string and the stored watermark; for every unit its applied
+        offset in ``partition`` (-1 when none)."""
+
+        def build(pipe: Any) -> None:
+            for tree, horizon, dedupe, events in requests:
+                pipe.evalsha(
+                    self._shas["verdict"],
+                    3,
+                    self.keys.watermark(tree),
+                    self.keys.insert_ids(tree),
+                    self.keys.insert_id_times(tree),
+                    partition,
+                    horizon,
+                    dedupe,
+                    orjson.dumps(events),
+                )
+            for unit in units:
+                pipe.hget(self.keys.applied(unit), partition)
+
+        replies = self._execute(build)
+        verdicts: list[tuple[str, int | None]] = []
+        for reply in replies[: len(requests)]:
+            text, stored = reply
+            text = text.decode() if isinstance(text, bytes) else text
+            stored = stored.decode() if isinstance(stored, bytes) else stored
+            verdicts.append((text, int(stored) if stored else None))
+        offsets = [int(v) if v is not None else -1 for v in replies[len(requests) :]]
+        return verdicts, offsets
+
+    def apply(
+        self,
+        calls: Sequence[tuple[Unit, int, int, dict[str, Any], dict[str, Any]]],
+        partition: str,
+        watermarks: Sequence[tuple[str, int]] = (),
+    ) -> list[bool]:
+        """Apply (unit, expected_offset, new_offset, payload, params) calls in one
+        round trip; each returns False when the unit's applied offset was not
+        ``expected_offset`` any more (another worker got there first). Watermarks
+        ``(tree, wm)`` are advanced after the applies (standalone: same round trip,
+        in order; cluster: a second round trip)."""
+
+        def build(pipe: Any) -> None:
+            for unit, expected, new, payload, params in calls:
+                pipe.evalsha(
+                    self._shas[unit.kind],
+                    1,
+                    self.keys.applied(unit),
+                    partition,
+                    str(expected),
+                    str(new),
+                    orjson.dumps(payload),
+                    orjson.dumps(params),
+                )
+            if not self.is_cluster:
+                self._advance(pipe, partition, watermarks)
+
+        results = self._execute(build)[: len(calls)]
+        ok = [int(r) == 1 for r in results]
+        if self.is_cluster and watermarks and all(ok):
+            self._execute(lambda pipe: self._advance(pipe, partition, watermarks))
+        return ok
+
+    def _advance(self, pipe: Any, partition: str, watermarks: Sequence[tuple[str, int]]) -> None:
+        for tree, wm in watermarks:
+            pipe.hset(self.keys.watermark(tree), partition, str(wm))
+
+    def applied_offsets(self, units: Sequence[Unit], partition: str) -> list[int]:
+        def build(pipe: Any) -> None:
+            for unit in units:
+                pipe.hget(self.keys.applied(unit), partition)
+
+        return [int(v) if v is not None else -1 for v in self._execute(build)]
+
+    # ------------------------------------------------------------------ read path
+    def read_raw(self, requests: Sequence[tuple[str, Unit, Any]]) -> list[Any]:
+        """Pipelined raw reads: ("hgetall", unit, suffix) | ("hmget", unit, (suffix, fields))
+        | ("pfcount", unit, [suffixes]) | ("zpercentile", unit, suffix)."""
+
+        def build(pipe: Any) -> None:
+            for op, unit, arg in requests:
+                if op == "hgetall":
+                    pipe.hgetall(self.keys.unit(unit, arg))
+                elif op == "hmget":
+                    suffix, fields = arg
+                    pipe.hmget(self.keys.unit(unit, suffix), fields)
+                elif op == "pfcount":
+                    keys = [self.keys.unit(unit, s) for s in arg]
+                    pipe.pfcount(*keys)
+                elif op == "zall":
+                    pipe.zcard(self.keys.unit(unit, arg))
+                else:
+                    raise StateError(f"unknown read {op}")
+
+        return self._execute(build)
+
+    def zrange_by_rank(self, unit: Unit, suffix: str, lo: int, hi: int) -> list[float]:
+        values = self.client.zrange(self.keys.unit(unit, suffix), lo, hi, withscores=True)
+        return [float(score) for _, score in values]
+
+    def delete_namespace(self) -> int:
+        """Delete every key of this namespace (replay starts from scratch)."""
+        deleted = 0
+        for key in self.client.scan_iter(match=self.keys.pattern(), count=1000):
+            deleted += int(self.client.delete(key))
+        return deleted

@@ -1,0 +1,168 @@
+"""Pre-aggregation of a batch per state unit (pure; no I/O).
+
+The Kafka worker and ``northstar replay`` both hand accepted events here and
+get, per unit, one compact payload that the unit's Lua script applies in a
+single call: per (bucket), per (entity, bucket), per (item, viewer) ... never
+per event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from streamer.events.fields import entity_key, field_value
+from streamer.events.types import Event
+from streamer.windows.filters import compile_filter, is_number
+from streamer.windows.units import Unit
+
+DAY_MS = 86_400_000
+Payload = dict[str, Any]
+
+
+class Aggregator:
+    """Turns accepted events into a unit's payload."""
+
+    def __init__(self, unit: Unit, resolution_ms: int) -> None:
+        self.unit = unit
+        self.r = resolution_ms
+        self.matchers = {name: compile_filter(flt) for name, flt in unit.filters.items()}
+        self._build: Callable[[Sequence[Event]], Payload] = getattr(self, "_" + unit.kind)
+
+    def payload(self, events: Sequence[Event]) -> Payload | None:
+        """The unit's payload for ``events``, or None when nothing changes."""
+        return self._build(events)
+
+    # -- helpers
+    def _key(self, event: Event, ref: str) -> str | None:
+        return entity_key(field_value(event, ref))
+
+    def _entity_of(self, event: Event) -> str | None:
+        key = self._key(event, self.unit.params["entity"])
+        if key is not None and self.unit.params.get("per_day"):
+            return f"{key}\x1f{event.time_ms // DAY_MS}"
+        return key
+
+    def _entity_counts(self, events: Sequence[Event]) -> dict[str, dict[int, int]]:
+        match = self.matchers["f"]
+        counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for event in events:
+            if match(event):
+                key = self._entity_of(event)
+                if key is not None:
+                    counts[key][event.time_ms // self.r] += 1
+        return counts
+
+    def _latest_groups(self, events: Sequence[Event], owner_ref: str, group_ref: str) -> list[list[Any]]:
+        latest: dict[str, tuple[int, str]] = {}
+        for event in events:
+            group = self._key(event, group_ref)
+            if group is None:
+                continue
+            owner = self._key(event, owner_ref)
+            if owner is None:
+                continue
+            seen = latest.get(owner)
+            if seen is None or (event.time_ms, group) > seen:
+                latest[owner] = (event.time_ms, group)
+        return [[owner, t, group] for owner, (t, group) in latest.items()]
+
+    # -- one builder per unit kind
+    def _sum(self, events: Sequence[Event]) -> Payload | None:
+        match = self.matchers["f"]
+        prop = self.unit.params["value"]
+        totals: dict[int, float] = defaultdict(float)
+        for event in events:
+            if not match(event):
+                continue
+            if prop is None:
+                totals[event.time_ms // self.r] += 1
+            else:
+                value = event.props.get(prop)
+                if is_number(value):
+                    totals[event.time_ms // self.r] += float(value)
+        if not totals:
+            return None
+        if prop is None:
+            return {"int": True, "b": [[b, int(v)] for b, v in totals.items()]}
+        return {"int": False, "b": [[b, v] for b, v in totals.items() if v != 0]}
+
+    def _hll(self, events: Sequence[Event]) -> Payload | None:
+        match = self.matchers["f"]
+        members: dict[int, set[str]] = defaultdict(set)
+        for event in events:
+            if match(event):
+                key = self._entity_of(event)
+                if key is not None:
+                    members[event.time_ms // self.r].add(key)
+        return {"b": [[b, sorted(keys)] for b, keys in members.items()]} if members else None
+
+    def _entity_ops(self, events: Sequence[Event]) -> list[list[Any]]:
+        ops = []
+        for key, buckets in self._entity_counts(events).items():
+            flat: list[int] = []
+            for b, c in buckets.items():
+                flat += (b, c)
+            ops.append([key, flat])
+        return ops
+
+    def _entity(self, events: Sequence[Event]) -> Payload | None:
+        ops = self._entity_ops(events)
+        group = self.unit.params["group"]
+        groups = self._latest_groups(events, self.unit.params["entity"], group[0]) if group else []
+        if not (ops or groups):
+            return None
+        return {"e": ops, "g": groups}
+
+    def _retention(self, events: Sequence[Event]) -> Payload | None:
+        ops = self._entity_ops(events)
+        return {"e": ops} if ops else None
+
+    def _pair(self, events: Sequence[Event]) -> Payload | None:
+        start, end = self.matchers["start"], self.matchers["end"]
+        ref = self.unit.params["entity"]
+        firsts: dict[str, int] = {}
+        ends: dict[str, list[int]] = defaultdict(list)
+        for event in events:
+            is_start, is_end = start(event), end(event)
+            if not (is_start or is_end):
+                continue
+            key = self._key(event, ref)
+            if key is None:
+                continue
+            if is_start and (key not in firsts or event.time_ms < firsts[key]):
+                firsts[key] = event.time_ms
+            if is_end:
+                ends[key].append(event.time_ms)
+        keys = sorted(set(firsts) | set(ends))
+        return {"e": [[k, firsts.get(k), ends.get(k, [])] for k in keys]} if keys else None
+
+    def _relational(self, events: Sequence[Event]) -> Payload | None:
+        created, consumed = self.matchers["created_by"], self.matchers["consumed_by"]
+        item_ref = self.unit.params["item"]
+        shares: dict[str, tuple[int, str]] = {}
+        views: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for event in events:
+            is_created, is_consumed = created(event), consumed(event)
+            if not (is_created or is_consumed):
+                continue
+            item = self._key(event, item_ref)
+            if item is None:
+                continue
+            if is_created:
+                seen = shares.get(item)
+                if seen is None or (event.time_ms, event.user) < seen:
+                    shares[item] = (event.time_ms, event.user)
+            if is_consumed:
+                views[(item, event.user)].add(event.time_ms // self.r)
+        group = self.unit.params["group"]
+        groups = self._latest_groups(events, "user", group[0]) if group else []
+        if not (shares or views or groups):
+            return None
+        return {
+            "s": [[item, t, user] for item, (t, user) in shares.items()],
+            "v": [[item, viewer, sorted(bs)] for (item, viewer), bs in views.items()],
+            "g": groups,
+        }
+

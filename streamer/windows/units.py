@@ -1,0 +1,246 @@
+"""Compiling a tree into *state units* and *readers*.
+
+A state unit is one piece of Redis state that a batch updates (a windowed sum,
+an entity-qualification count, a first-A-then-B pairing, a relational item
+graph). Metrics that need the same state share one unit: the unit's key is a
+fingerprint of everything that determines its contents, so a changed
+definition starts fresh state and never reads stale state.
+
+A reader is a small expression over units that yields a metric's value at a
+window end (ratios divide two readers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from streamer.spec.horizon import lateness_horizon
+from streamer.spec.model import (
+    ConversionMeasure,
+    CountMeasure,
+    DistinctMeasure,
+    EntitiesMeasure,
+    EventFilter,
+    Measure,
+    PercentileMeasure,
+    PerEntityAverageMeasure,
+    RatioMeasure,
+    RelationalMeasure,
+    RetentionMeasure,
+    SumMeasure,
+    Tree,
+)
+
+STATE_VERSION = 1
+"""Bumped when the layout of state changes, so old state is never misread."""
+
+UnitKind = Literal["sum", "entity", "hll", "retention", "pair", "relational"]
+
+
+def _filter_params(flt: EventFilter) -> dict[str, Any]:
+    return {
+        "event": sorted(flt.event),
+        "where": {k: v.model_dump(exclude_none=True, by_alias=True) for k, v in sorted(flt.where.items())},
+    }
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of state. ``params`` fully determine its contents."""
+
+    kind: UnitKind
+    tree: str
+    params: dict[str, Any] = field(hash=False, compare=False)
+    fingerprint: str = ""
+    filters: dict[str, EventFilter] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def tag(self) -> str:
+        """The Redis Cluster hash tag: every key of the unit lives in one slot."""
+        return f"{{{self.tree}:{self.fingerprint}}}"
+
+
+# ---------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True)
+class WindowSum:
+    unit: Unit
+    window_buckets: int
+
+
+@dataclass(frozen=True)
+class DiffCount:
+    """A value kept as a difference array over window ends (``array`` names which)."""
+
+    unit: Unit
+    array: str
+    shift_buckets: int = 0
+
+
+@dataclass(frozen=True)
+class HllCount:
+    unit: Unit
+    window_buckets: int
+
+
+@dataclass(frozen=True)
+class PercentileOf:
+    unit: Unit
+    q: float
+
+
+@dataclass(frozen=True)
+class Quotient:
+    numerator: Reader
+    denominator: Reader
+
+
+Reader = WindowSum | DiffCount | HllCount | PercentileOf | Quotient
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a tree needs: its units (deduplicated) and a reader per metric."""
+
+    tree: Tree
+    resolution_ms: int
+    horizon_ms: int
+    dedupe_ms: int
+    units: tuple[Unit, ...]
+    readers: dict[str, Reader]
+
+    def buckets(self, seconds: int) -> int:
+        return seconds * 1000 // self.resolution_ms
+
+
+class _Compiler:
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.resolution_ms = tree.resolution * 1000
+        self.horizon_ms = lateness_horizon(tree) * 1000
+        self.dedupe_ms = tree.dedupe_horizon * 1000
+        self.units: dict[str, Unit] = {}
+        self.readers: dict[str, Reader] = {}
+        self._compiling: set[str] = set()
+
+    def unit(self, kind: UnitKind, params: dict[str, Any], filters: dict[str, EventFilter]) -> Unit:
+        identity = {
+            "v": STATE_VERSION,
+            "kind": kind,
+            "tree": self.tree.tree,
+            "resolution": self.tree.resolution,
+            "horizon": self.horizon_ms,
+            "dedupe": self.dedupe_ms,
+            "source": self.tree.source.model_dump(mode="json"),
+            **params,
+        }
+        digest = hashlib.sha1(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
+        if digest not in self.units:
+            self.units[digest] = Unit(kind, self.tree.tree, params, digest, filters)
+        return self.units[digest]
+
+    def reader(self, measure: Measure, window: int) -> Reader:
+        w = window * 1000 // self.resolution_ms
+        if isinstance(measure, CountMeasure | SumMeasure):
+            value = measure.property if isinstance(measure, SumMeasure) else None
+            unit = self.unit("sum", {"filter": _filter_params(measure), "value": value}, {"f": measure})
+            return WindowSum(unit, w)
+        if isinstance(measure, DistinctMeasure):
+            if measure.approximate:
+                params = {"filter": _filter_params(measure), "entity": measure.entity, "per_day": measure.per_day}
+                return HllCount(self.unit("hll", params, {"f": measure}), w)
+            return DiffCount(self._entity_unit(measure, w, 1, measure.per_day, None), "q")
+        if isinstance(measure, EntitiesMeasure):
+            group = (measure.group.by, measure.group.min_entities) if measure.group else None
+            unit = self._entity_unit(measure, w, measure.min_events, False, group)
+            return DiffCount(unit, "g" if group else "q")
+        if isinstance(measure, PerEntityAverageMeasure):
+            total = self.unit(
+                "sum", {"filter": _filter_params(measure), "value": measure.property}, {"f": measure}
+            )
+            return Quotient(WindowSum(total, w), DiffCount(self._entity_unit(measure, w, 1, False, None), "q"))
+        if isinstance(measure, RetentionMeasure):
+            params = {"filter": _filter_params(measure), "entity": measure.entity, "w": w}
+            unit = self.unit("retention", params, {"f": measure})
+            return Quotient(DiffCount(unit, "r"), DiffCount(unit, "a", shift_buckets=w))
+        if isinstance(measure, PercentileMeasure | ConversionMeasure):
+            conversion = isinstance(measure, ConversionMeasure)
+            params = {
+                "entity": measure.entity,
+                "start": _filter_params(measure.start),
+                "end": _filter_params(measure.end),
+                "w": w,
+                "mode": "conversion" if conversion else "percentile",
+                "k": measure.min_events if isinstance(measure, ConversionMeasure) else 1,
+                "within_ms": measure.within * 1000 if isinstance(measure, ConversionMeasure) else None,
+            }
+            unit = self.unit("pair", params, {"start": measure.start, "end": measure.end})
+            if isinstance(measure, ConversionMeasure):
+                return Quotient(DiffCount(unit, "v"), DiffCount(unit, "c"))
+            return PercentileOf(unit, measure.q)
+        if isinstance(measure, RelationalMeasure):
+            params = {
+                "item": measure.item,
+                "created_by": _filter_params(measure.created_by),
+                "consumed_by": _filter_params(measure.consumed_by),
+                "min_consumers": measure.min_consumers,
+                "w": w,
+                "group": [measure.group.by, measure.group.min_owners] if measure.group else None,
+            }
+            filters = {"created_by": measure.created_by, "consumed_by": measure.consumed_by}
+            unit = self.unit("relational", params, filters)
+            return DiffCount(unit, {"items": "i", "consumptions": "n", "owners": "o", "groups": "g"}[measure.result])
+        if isinstance(measure, RatioMeasure):
+            return Quotient(self._side(measure.numerator, window), self._side(measure.denominator, window))
+        raise TypeError(f"unsupported measure {measure!r}")
+
+    def _side(self, side: str | Measure, window: int) -> Reader:
+        if not isinstance(side, str):
+            return self.reader(side, window)
+        return self.metric_reader(side)
+
+    def _entity_unit(
+        self, measure: EventFilter, w: int, n: int, per_day: bool, group: tuple[str, int] | None
+    ) -> Unit:
+        entity = getattr(measure, "entity", "user")
+        params = {
+            "filter": _filter_params(measure),
+            "entity": entity,
+            "per_day": per_day,
+            "n": n,
+            "w": w,
+            "group": list(group) if group else None,
+        }
+        return self.unit("entity", params, {"f": measure})
+
+    def metric_reader(self, name: str) -> Reader:
+        if name in self.readers:
+            return self.readers[name]
+        if name in self._compiling:
+            raise ValueError(f"ratio cycle through metric {name!r}")
+        self._compiling.add(name)
+        metric = self.tree.metric(name)
+        reader = self.reader(metric.measure, metric.window)
+        self._compiling.discard(name)
+        self.readers[name] = reader
+        return reader
+
+
+def compile_tree(tree: Tree) -> Plan:
+    """The units and readers of every metric of ``tree``."""
+    compiler = _Compiler(tree)
+    for _, metric in tree.metrics():
+        compiler.metric_reader(metric.name)
+    return Plan(
+        tree=tree,
+        resolution_ms=compiler.resolution_ms,
+        horizon_ms=compiler.horizon_ms,
+        dedupe_ms=compiler.dedupe_ms,
+        units=tuple(compiler.units.values()),
+        readers=dict(compiler.readers),
+    )
