@@ -95,6 +95,7 @@ class Schema:
     group_keys: tuple[str, ...]  # field refs read as a user's/entity's group
     start_names: tuple[str, ...]  # start events of percentiles / conversions / relations
     consume_names: tuple[str, ...]  # consumed_by events of relations (most frequent)
+    end_names: tuple[str, ...]  # end events of percentiles / conversions
 
 
 def _as_ref(name: str) -> str:
@@ -119,6 +120,7 @@ def schema_of(tree: Tree) -> Schema:
     group_keys: dict[str, None] = {}
     starts: dict[str, None] = {}
     consumes: dict[str, None] = {}
+    ends: dict[str, None] = {}
     for _, metric in tree.metrics():
         if metric.breakdown is not None:
             keys[metric.breakdown.property] = None
@@ -149,6 +151,7 @@ def schema_of(tree: Tree) -> Schema:
                 consumes.update(dict.fromkeys(m.consumed_by.event))
             if isinstance(m, PercentileMeasure | ConversionMeasure):
                 starts.update(dict.fromkeys(m.start.event))
+                ends.update(dict.fromkeys(m.end.event))
     keys.pop("user", None)
     for g in group_keys:
         keys.pop(g, None)
@@ -162,6 +165,7 @@ def schema_of(tree: Tree) -> Schema:
         group_keys=tuple(group_keys),
         start_names=tuple(starts),
         consume_names=tuple(consumes),
+        end_names=tuple(ends),
     )
 
 
@@ -188,6 +192,7 @@ class LogKnobs:
     p_same_time: float = 0.05  # reuse the previous event's time (ties)
     p_midnight: float = 0.05  # snap to a UTC midnight, or 1 ms before one
     p_group_change: float = 0.1
+    p_session: float = 0.3  # same user again, minutes later (sessions, bursts)
 
     @property
     def now_ms(self) -> int:
@@ -204,18 +209,19 @@ class GeneratedLog:
     lines: list[bytes]
     knobs: LogKnobs
     seed: int
+    windows_days: tuple[int, ...] = (7,)  # the tree's metric windows
 
     @property
     def now_ms(self) -> int:
         return self.knobs.now_ms
 
     def midnights(self) -> list[int]:
-        """UTC midnights at which to evaluate: early (previous window partly before
-        the first event), middle, near the end, and the end of the span."""
+        """UTC midnights at which to evaluate: early, 3 days past each window
+        length (the previous window partly before the first event), middle,
+        near the end, and the end of the span."""
         k = self.knobs
-        days = sorted(
-            {min(d, k.span_days) for d in (3, 10, k.span_days // 2, k.span_days - 2, k.span_days)}
-        )
+        candidates = (3, *(w + 3 for w in self.windows_days), k.span_days // 2, k.span_days - 2)
+        days = sorted({d for d in candidates if d < k.span_days} | {k.span_days})
         return [k.base_ms + d * MS_PER_DAY for d in days]
 
 
@@ -325,9 +331,10 @@ class _Generator:
         self.next_id += 1
         return f"iid-{self.next_id}"
 
-    def _event(self, name: str, time_ms: int) -> _Raw:
-        # a few heavy users, many light ones: thresholds and per-day counts get exercised
-        user = self.rng.choices(self.users, weights=self.user_weights)[0]
+    def _event(self, name: str, time_ms: int, user: Any = None) -> _Raw:
+        if user is None:
+            # a few heavy users, many light ones: thresholds and per-day counts matter
+            user = self.rng.choices(self.users, weights=self.user_weights)[0]
         raw = _Raw(name=name, user=user, time=time_ms, insert_id=self._insert_id())
         raw.time_as_text = self.rng.random() < 0.05
         for ref in self.schema.numeric:
@@ -374,6 +381,7 @@ class _Generator:
                 out.append(self._duplicate())
                 continue
             roll -= self.k.p_duplicate
+            user: Any = None
             if roll < self.k.p_late and self.max_time is not None:
                 t = (
                     self.max_time
@@ -384,15 +392,33 @@ class _Generator:
                 # near the end only: an accepted event at now + skew moves the
                 # watermark to the end of the span and makes the rest late
                 t = self.k.now_ms + self.skew_ms + self.rng.choice([0, 1, MS_PER_DAY])
+            elif self.sent and self.rng.random() < self._p_session(self.sent[-1]):
+                # a session: the same user again minutes later, often doing what
+                # a percentile or conversion waits for after its start event
+                last = self.sent[-1]
+                t, user = last.time + self.rng.randint(0, 20 * 60_000), last.user
             else:
                 t = self._time(i, previous)
                 previous = t
-            raw = self._event(self._name(), t)
+            ends = self.schema.end_names
+            in_session = user is not None
+            name = (
+                self.rng.choice(ends) if in_session and ends and self.rng.random() < 0.6 else None
+            )
+            raw = self._event(name or self._name(), t, user)
             out.append(raw)
             self.sent.append(raw)
             self.max_time = t if self.max_time is None else max(self.max_time, t)
         self._disorder(out)
         return out
+
+    def _p_session(self, last: _Raw) -> float:
+        """Sessions that began with a start event (sign-up, membership) go on."""
+        p = self.k.p_session
+        starts = self.schema.start_names
+        recent = self.sent[-4:]
+        started = any(r.user == last.user and r.name in starts for r in recent)
+        return max(p, 0.85) if p and started else p
 
     def _duplicate(self) -> _Raw:
         original = self.rng.choice(self.sent[-60:])
@@ -527,12 +553,13 @@ def render(raw: _Raw, shape: Shape) -> bytes:
 
 def generate(tree: Tree, seed: int, knobs: LogKnobs | None = None) -> GeneratedLog:
     """A random raw log for ``tree`` (deterministic in ``seed`` and ``knobs``)."""
-    knobs = knobs or LogKnobs(shape=_shape(tree))
+    knobs = knobs or default_knobs(tree)
     lines = [
         r if isinstance(r, bytes) else render(r, knobs.shape)
         for r in _Generator(tree, seed, knobs).raws()
     ]
-    return GeneratedLog(lines=lines, knobs=knobs, seed=seed)
+    windows = tuple(sorted({m.window // 86400 for _, m in tree.metrics()}))
+    return GeneratedLog(lines=lines, knobs=knobs, seed=seed, windows_days=windows)
 
 
 def random_log(tree: Tree, seed: int, knobs: LogKnobs | None = None) -> list[bytes]:
@@ -542,23 +569,38 @@ def random_log(tree: Tree, seed: int, knobs: LogKnobs | None = None) -> list[byt
 
 def _shape(tree: Tree) -> Shape:
     shape = tree.source.shape
-    if shape not in ("amplitude", "segment"):
-        raise ValueError(f"no generator for the {shape!r} shape")
-    return shape  # type: ignore[return-value]
+    if shape == "generic":
+        raise ValueError("no generator for the generic shape")
+    return shape
 
 
 # --------------------------------------------------------------------------- hypothesis
 
 
-def knobs_strategy(shape: Shape = "amplitude") -> st.SearchStrategy[LogKnobs]:
+def span_range(tree: Tree) -> tuple[int, int]:
+    """Days of event time to spread a log over: 4-6 weeks, or longer for long
+    windows so that a window and its previous window both fit."""
+    longest = max(m.window for _, m in tree.metrics()) // 86400
+    return max(28, longest + 14), max(42, 2 * longest + 14)
+
+
+def default_knobs(tree: Tree) -> LogKnobs:
+    lo, hi = span_range(tree)
+    span = (lo + hi) // 2
+    return LogKnobs(n_events=min(1500, 8 * span), span_days=span, shape=_shape(tree))
+
+
+def knobs_strategy(
+    shape: Shape = "amplitude", span_days: tuple[int, int] = (28, 42)
+) -> st.SearchStrategy[LogKnobs]:
     prob = st.sampled_from([0.0, 0.02, 0.05, 0.15])
     return st.builds(
         LogKnobs,
-        n_events=st.integers(0, 600),
+        n_events=st.integers(0, min(1500, 15 * span_days[1])),
         n_users=st.integers(1, 40),
         n_items=st.integers(1, 15),
         n_orgs=st.integers(1, 4),
-        span_days=st.integers(28, 42),
+        span_days=st.integers(*span_days),
         shape=st.just(shape),
         p_disorder=st.sampled_from([0.0, 0.1, 0.4]),
         p_late=prob,
@@ -569,6 +611,7 @@ def knobs_strategy(shape: Shape = "amplitude") -> st.SearchStrategy[LogKnobs]:
         p_same_time=prob,
         p_midnight=prob,
         p_group_change=st.sampled_from([0.0, 0.1, 0.3]),
+        p_session=st.sampled_from([0.0, 0.3, 0.6]),
     )
 
 
@@ -579,5 +622,5 @@ def logs(tree: Tree) -> st.SearchStrategy[GeneratedLog]:
         generate,
         st.just(tree),
         st.integers(0, 2**32 - 1),
-        knobs_strategy(_shape(tree)),
+        knobs_strategy(_shape(tree), span_range(tree)),
     )

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.events.decode import Decoder
 from streamer.events.fields import entity_key, field_value
 from streamer.events.types import Event, Rejected
-from streamer.spec.horizon import lateness_horizon
 from streamer.spec.model import (
     FIELD_PATTERN,
     Condition,
@@ -33,6 +33,7 @@ from streamer.spec.model import (
     DistinctMeasure,
     EntitiesMeasure,
     EventFilter,
+    Guardrail,
     Measure,
     Metric,
     PercentileMeasure,
@@ -66,12 +67,29 @@ class Ingested:
     counts: dict[str, int]
 
 
+def horizon_s(tree: Tree) -> int:
+    """The lateness horizon ``H`` in seconds, as §2 words it: ``lateness:`` when
+    set, else the largest ``lookback + baseline span`` over the tree's metrics,
+    ``lookback = w`` (``2w`` with retention), ``baseline span = k·w`` with ``k``
+    the guardrail's trailing-average periods and 1 otherwise."""
+    if tree.lateness is not None:
+        return tree.lateness
+
+    def need(metric: Metric) -> int:
+        retention = any(isinstance(m, RetentionMeasure) for m in walk_measures(metric.measure))
+        lookback = metric.window * (2 if retention else 1)
+        k = 1
+        if isinstance(metric, Guardrail) and metric.baseline.kind == "trailing_average":
+            k = metric.baseline.periods
+        return lookback + k * metric.window
+
+    return max(need(metric) for _, metric in tree.metrics())
+
+
 def ingest(lines: Iterable[bytes | str], tree: Tree, now_ms: int) -> Ingested:
     """Decode ``lines`` in order and keep the events §2 accepts for ``tree``."""
-    from streamer.events.decode import Decoder  # written in parallel; import late
-
     decoder = Decoder(tree.source)
-    horizon_ms = lateness_horizon(tree) * MS_PER_S
+    horizon_ms = horizon_s(tree) * MS_PER_S
     dedupe_ms = tree.dedupe_horizon * MS_PER_S
     watermark: int | None = None
     # insert id -> event time of the most recent *accepted* event carrying it. Never
@@ -152,14 +170,17 @@ def condition_holds(cond: Condition, value: Any) -> bool:
         return False
     if cond.not_in is not None and any(same_value(value, x) for x in cond.not_in):
         return False
-    for bound, ok in (
-        (cond.gt, lambda v, b: v > b),
-        (cond.gte, lambda v, b: v >= b),
-        (cond.lt, lambda v, b: v < b),
-        (cond.lte, lambda v, b: v <= b),
-    ):
-        if bound is not None and not (is_number(value) and ok(value, bound)):
-            return False
+    bounds = (cond.gt, cond.gte, cond.lt, cond.lte)
+    if any(b is not None for b in bounds) and not is_number(value):
+        return False
+    if cond.gt is not None and not value > cond.gt:
+        return False
+    if cond.gte is not None and not value >= cond.gte:
+        return False
+    if cond.lt is not None and not value < cond.lt:
+        return False
+    if cond.lte is not None and not value <= cond.lte:
+        return False
     return cond.exists is None or (value is not None) == cond.exists
 
 
@@ -200,6 +221,7 @@ class Reference:
     def __init__(self, tree: Tree, accepted: Sequence[Event]) -> None:
         self.tree = tree
         self.events = tuple(accepted)
+        self._owners: dict[tuple[str, str], dict[str, str]] = {}
 
     # ----- helpers over all accepted events
 
@@ -356,15 +378,19 @@ class Reference:
                 converted += 1
         return converted / cohort if cohort else None
 
-    def owner(self, m: RelationalMeasure, item: str) -> str | None:
-        """User of the item's earliest accepted ``created_by`` event (ties: smallest user)."""
-        best: tuple[int, str] | None = None
-        for e in self.events:
-            if key_of(e, m.item) == item and matches(m.created_by, e):
-                candidate = (e.time_ms, e.user)
-                if best is None or candidate < best:
-                    best = candidate
-        return None if best is None else best[1]
+    def owners(self, m: RelationalMeasure) -> dict[str, str]:
+        """Item -> user of its earliest accepted ``created_by`` event (ties: smallest
+        user), whatever its time. Cached: it does not depend on the window."""
+        cache_key = (m.item, m.created_by.model_dump_json())
+        if cache_key not in self._owners:
+            first: dict[str, tuple[int, str]] = {}
+            for e in self.events:
+                item = key_of(e, m.item)
+                if item is not None and matches(m.created_by, e):
+                    candidate = (e.time_ms, e.user)
+                    first[item] = min(first.get(item, candidate), candidate)
+            self._owners[cache_key] = {item: user for item, (_, user) in first.items()}
+        return self._owners[cache_key]
 
     def _relational(self, m: RelationalMeasure, lo: int, hi: int) -> float:
         viewers: dict[str, set[str]] = {}
@@ -374,8 +400,9 @@ class Reference:
                 viewers.setdefault(item, set()).add(e.user)
         broadcast: dict[str, int] = {}  # item -> consumers
         owners: set[str] = set()
+        owner_of = self.owners(m)
         for item, users in viewers.items():
-            owner = self.owner(m, item)
+            owner = owner_of.get(item)
             if owner is None:
                 continue
             consumers = len(users - {owner})

@@ -20,6 +20,7 @@ from streamer.spec.horizon import lateness_horizon
 from streamer.spec.model import Tree
 from tests.reference import (
     evaluate,
+    horizon_s,
     ingest,
     percentile,
     reference_counts,
@@ -196,6 +197,8 @@ def test_distinct_and_per_day() -> None:
             "users": {"kind": "distinct", "event": "a"},
             "user_days": {"kind": "distinct", "event": "a", "per_day": True},
             "accounts": {"kind": "distinct", "event": "a", "entity": "prop.account"},
+            # HyperLogLog: the reference is exact; tiny counts are exact in practice too
+            "approx_users": {"kind": "distinct", "event": "a", "approximate": True},
         }
     )
     lines = [
@@ -207,7 +210,10 @@ def test_distinct_and_per_day() -> None:
         amp("a", "u3", D0 + 7 * DAY, account="x"),  # outside the window
     ]
     # users {u1, u2}; (user, date): (u1, d0) (u1, d1) (u2, d0) (u2, d1); accounts {"5"}
-    assert_values(values(lines, tree, D0 + 7 * DAY), {"users": 2, "user_days": 4, "accounts": 1})
+    assert_values(
+        values(lines, tree, D0 + 7 * DAY),
+        {"users": 2, "user_days": 4, "accounts": 1, "approx_users": 2},
+    )
 
 
 # --------------------------------------------------------------------------- entities
@@ -758,3 +764,46 @@ def test_education_tree_end_to_end() -> None:
         "refund_rate": None,
         "paid_conversions": 0,
     }
+
+
+# --------------------------------------------------------------------------- lateness horizon
+
+
+@pytest.mark.parametrize("path", sorted(DEFINITIONS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_horizon_of_every_shipped_tree_matches_the_spec_module(path: Path) -> None:
+    tree = load(path.stem)
+    assert horizon_s(tree) == lateness_horizon(tree)
+
+
+def guardrail_tree(baseline: dict[str, Any], **fields: Any) -> Tree:
+    doc = make_tree({"n": {"kind": "count", "event": "a"}}, **fields).model_dump(by_alias=True)
+    doc["guardrails"] = [
+        {
+            "name": "g",
+            "title": "g",
+            "description": "g",
+            "unit": "u",
+            "window": "7d",
+            "tolerance": 0.1,
+            "baseline": baseline,
+            "measure": {"kind": "retention", "event": "a"},
+        }
+    ]
+    return Tree.model_validate(doc)
+
+
+def test_horizon_by_hand() -> None:
+    # retention guardrail: lookback 2w = 14d; trailing average of 3: 21d -> 35d
+    assert horizon_s(guardrail_tree({"kind": "trailing_average", "periods": 3})) == 35 * 86400
+    assert horizon_s(guardrail_tree({"kind": "previous_window"})) == 21 * 86400
+    assert horizon_s(guardrail_tree({"kind": "previous_window"}, lateness="60d")) == 60 * 86400
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="streamer.spec.horizon counts `periods` of a previous_window baseline; "
+    "docs/semantics.md §1/§2 count k only for trailing averages",
+)
+def test_previous_window_baseline_ignores_periods_in_the_horizon() -> None:
+    tree = guardrail_tree({"kind": "previous_window", "periods": 3})
+    assert lateness_horizon(tree) == horizon_s(tree) == 21 * 86400

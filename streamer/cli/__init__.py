@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
 from streamer import __version__
-from streamer.cli import replay, simulate, tree, validate
+from streamer.cli import produce, replay, simulate, tree, validate, worker
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The object ``register`` adds its parser to (``parser.add_subparsers()``)."""
@@ -47,7 +47,9 @@ COMMANDS: tuple[Command, ...] = (
     tree,
     replay,
     simulate,
-    # worker, ...: add new subcommand modules here.
+    produce,
+    worker,
+    # add new subcommand modules here.
 )
 
 

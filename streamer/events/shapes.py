@@ -30,11 +30,14 @@ from streamer.events.types import Event, Rejected
 from streamer.spec.model import GenericMapping, Source
 
 Shape = Callable[[dict[str, Any], int], Event | Rejected]
+EventMaker = Callable[
+    [str, str, int, str | None, dict[str, Any], dict[str, Any], dict[str, Any]], Event
+]
 
 # --------------------------------------------------------------------------- Event construction
 
 
-def _event_constructor() -> Callable[..., Event]:
+def _event_constructor() -> EventMaker:
     """``Event(name, user, time_ms, insert_id, props, groups, user_props)``, fast.
 
     A frozen dataclass's ``__init__`` assigns each field through
@@ -74,7 +77,7 @@ def _event_constructor() -> Callable[..., Event]:
     return make
 
 
-make_event: Final = _event_constructor()
+make_event: Final[EventMaker] = _event_constructor()
 
 # --------------------------------------------------------------------------- field readers
 
@@ -311,11 +314,12 @@ class GenericShape:
             return time_ms
         if time_ms > max_ms:
             return _future(self._time.path, time_ms, max_ms)
-        insert_id: str | Rejected | None = None
+        insert_id: str | None = None
         if self._insert_id is not None:
-            insert_id = _insert_id(self._insert_id.path, self._insert_id.read(obj))
-            if isinstance(insert_id, Rejected):
-                return insert_id
+            read = _insert_id(self._insert_id.path, self._insert_id.read(obj))
+            if isinstance(read, Rejected):
+                return read
+            insert_id = read
         objects: list[dict[str, Any]] = []
         for path in (self._props, self._groups, self._user_props):
             value = {} if path is None else _object(path.path, path.read(obj))

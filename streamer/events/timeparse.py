@@ -121,7 +121,10 @@ def iso8601(value: object) -> int | str:
 
 
 def format_ms(ms: int) -> str:
-    """``ms`` as an RFC 3339 UTC date-time with milliseconds (for details and docs)."""
+    """``ms`` as an RFC 3339 UTC date-time with milliseconds (for details and
+    docs); a value outside ``[0, MAX_MS]`` as ``"<ms> ms"``."""
+    if type(ms) is not int or not 0 <= ms <= MAX_MS:
+        return f"{ms!r} ms"
     days, rest = divmod(ms, _MS_PER_DAY)
     day = date.fromordinal(_EPOCH_ORDINAL + days)
     second, milli = divmod(rest, 1000)

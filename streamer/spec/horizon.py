@@ -13,8 +13,9 @@ def lookback(metric: Metric) -> int:
 
 def baseline_span(metric: Metric) -> int:
     """Seconds the metric's baseline reaches back beyond its own value."""
-    periods = metric.baseline.periods if isinstance(metric, Guardrail) else 1
-    return metric.window * periods
+    if isinstance(metric, Guardrail) and metric.baseline.kind == "trailing_average":
+        return metric.window * metric.baseline.periods
+    return metric.window
 
 
 def default_horizon(tree: Tree) -> int:

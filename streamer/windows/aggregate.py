@@ -72,9 +72,12 @@ class Aggregator:
     def _sum(self, events: Sequence[Event]) -> Payload | None:
         match = self.matchers["f"]
         prop = self.unit.params["value"]
+        entity = self.unit.params.get("entity")
         totals: dict[int, float] = defaultdict(float)
         for event in events:
             if not match(event):
+                continue
+            if entity is not None and self._key(event, entity) is None:
                 continue
             if prop is None:
                 totals[event.time_ms // self.r] += 1

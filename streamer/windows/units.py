@@ -160,8 +160,11 @@ class _Compiler:
             unit = self._entity_unit(measure, w, measure.min_events, False, group)
             return DiffCount(unit, "g" if group else "q")
         if isinstance(measure, PerEntityAverageMeasure):
+            # only events with an entity key count: the average of entities' totals
             total = self.unit(
-                "sum", {"filter": _filter_params(measure), "value": measure.property}, {"f": measure}
+                "sum",
+                {"filter": _filter_params(measure), "value": measure.property, "entity": measure.entity},
+                {"f": measure},
             )
             return Quotient(WindowSum(total, w), DiffCount(self._entity_unit(measure, w, 1, False, None), "q"))
         if isinstance(measure, RetentionMeasure):

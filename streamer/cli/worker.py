@@ -1,0 +1,62 @@
+"""``northstar worker``: run a worker (faust app + batched event path)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from streamer.cli.common import load_trees_or_exit
+
+HELP = "consume product events from Kafka and keep every tree's state in Redis"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("worker", help=HELP, description=HELP + ". Settings also come from NORTHSTAR_* env vars.")
+    p.add_argument("--definitions", "-d", type=Path, nargs="+", default=None)
+    p.add_argument("--kafka", default=None, help="bootstrap servers ($NORTHSTAR_KAFKA_BOOTSTRAP)")
+    p.add_argument("--redis", default=None, help="Redis URL ($NORTHSTAR_REDIS_URL)")
+    p.add_argument("--group", default=None, help="consumer group of the event path ($NORTHSTAR_GROUP_ID)")
+    p.add_argument("--metrics-port", type=int, default=None, help="operational /metrics port (0: off)")
+    p.add_argument("--web-port", type=int, default=None, help="faust web port (0: off)")
+    p.add_argument("--session-timeout-ms", type=int, default=None)
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
+    from streamer.worker.settings import KafkaSettings, WorkerSettings
+
+    overrides: dict[str, Any] = {}
+    for flag, field in (
+        ("definitions", "definitions"),
+        ("redis", "redis_url"),
+        ("group", "group_id"),
+        ("metrics_port", "metrics_port"),
+        ("web_port", "web_port"),
+        ("session_timeout_ms", "session_timeout_ms"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    kafka = KafkaSettings(**({"bootstrap": args.kafka} if args.kafka else {}))
+    return WorkerSettings(**overrides), kafka
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from streamer.kafka.admin import ensure_topic
+    from streamer.worker.app import create_app
+    from streamer.worker.service import source_topics
+
+    settings, kafka = settings_from(args)
+    trees = load_trees_or_exit(settings.definitions)
+    for topic in [*source_topics(trees), settings.dead_letter_topic]:
+        ensure_topic(kafka.bootstrap, topic, partitions=1)
+    app, _ = create_app(settings, kafka, trees)
+    logging.getLogger("streamer").setLevel(args.loglevel.upper())
+    worker = faust.Worker(app, loglevel=args.loglevel.upper())
+    worker.execute_from_commandline()
+    return 0

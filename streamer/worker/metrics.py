@@ -1,0 +1,68 @@
+"""Every operational metric a worker emits, in one place (bounded labels only:
+tree, reason, partition-free). Values of the North Star tree itself are
+exported by the evaluator's collector, not here."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# `_created` series double the exposition and nobody graphs them
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter("northstar_events_total", "Records read from source topics", registry=r)
+        self.accepted = Counter(
+            "northstar_events_accepted_total", "Events applied to state", ["tree"], registry=r
+        )
+        self.invalid = Counter(
+            "northstar_events_invalid_total", "Records rejected by decoding, by reason", ["reason"], registry=r
+        )
+        self.late = Counter(
+            "northstar_events_late_total", "Events older than the lateness horizon, dropped", ["tree"], registry=r
+        )
+        self.duplicates = Counter(
+            "northstar_events_duplicate_total", "Events with an insert id already applied", ["tree"], registry=r
+        )
+        self.dead_letters = Counter(
+            "northstar_dead_letters_total", "Records written to the dead-letter topic", registry=r
+        )
+        self.batches = Counter("northstar_batches_total", "Batches applied", registry=r)
+        self.batch_size = Histogram(
+            "northstar_batch_size_records",
+            "Records per applied batch",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "northstar_batch_processing_seconds",
+            "Time from fetch to committed offset, per batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.lag = Gauge(
+            "northstar_consumer_lag_records",
+            "Records behind the high watermark, summed over assigned partitions",
+            registry=r,
+        )
+        self.assigned = Gauge("northstar_assigned_partitions", "Partitions assigned to this worker", registry=r)
+        self.redis_up = Gauge("northstar_redis_up", "1 when the last Redis call succeeded", registry=r)
+        self.last_event_time = Gauge(
+            "northstar_last_event_timestamp_seconds", "Event time of the newest applied event", ["tree"], registry=r
+        )
+
+    def record(self, counts: dict[str, int]) -> None:
+        """Add a BatchResult's counts."""
+        for key, n in counts.items():
+            kind, _, label = key.partition(":")
+            if kind == "accepted":
+                self.accepted.labels(label).inc(n)
+            elif kind == "late":
+                self.late.labels(label).inc(n)
+            elif kind == "duplicate":
+                self.duplicates.labels(label).inc(n)
+            elif kind == "rejected":
+                self.invalid.labels(label).inc(n)

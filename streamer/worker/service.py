@@ -1,0 +1,130 @@
+"""The event path as a mode.Service started and stopped with the faust app:
+its own aiokafka consumer group on the source topics, a producer for dead
+letters, the operational metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import mode
+from aiokafka.abc import ConsumerRebalanceListener
+from prometheus_client import start_http_server
+
+from streamer.engine import BatchApplier
+from streamer.spec.model import Tree
+from streamer.state.store import Store
+from streamer.worker.consumer import EventConsumer
+from streamer.worker.deadletter import DeadLetters
+from streamer.worker.metrics import WorkerMetrics
+from streamer.worker.settings import KafkaSettings, WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def source_topics(trees: Sequence[Tree]) -> list[str]:
+    return sorted({t.source.topic for t in trees})
+
+
+def redis_client(url: str) -> Any:
+    """A redis-py client for ``url``; a Redis Cluster client when the server says so."""
+    import redis
+
+    client: Any = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        if client.info("cluster").get("cluster_enabled"):
+            return redis.cluster.RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    except redis.exceptions.ConnectionError:
+        logger.warning("Redis not reachable yet at start; will retry per batch")
+    return client
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets an in-flight batch apply and commit before partitions move."""
+
+    def __init__(self, events: EventConsumer) -> None:
+        self.events = events
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.events.busy:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        logger.info("assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class EventService(mode.Service):
+    """Reads the source topics in batches and applies them to Redis."""
+
+    def __init__(self, settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[Tree], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.kafka = kafka
+        self.trees = list(trees)
+        self.metrics = WorkerMetrics()
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.events: EventConsumer | None = None
+        self._metrics_server: Any = None
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        if self.settings.metrics_port:
+            self._metrics_server = start_http_server(
+                self.settings.metrics_port, addr="0.0.0.0", registry=self.metrics.registry
+            )
+        store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
+        applier = await asyncio.to_thread(BatchApplier, store, self.trees)
+        client = self.kafka.client_kwargs()
+        self.producer = AIOKafkaProducer(**client, acks="all", linger_ms=5)
+        self.consumer = AIOKafkaConsumer(
+            **client,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            rebalance_timeout_ms=self.settings.session_timeout_ms,
+            max_poll_interval_ms=max(60_000, 2 * self.settings.session_timeout_ms),
+            max_poll_records=self.settings.batch_max_records,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+        )
+        await self.producer.start()
+        # start first, then subscribe: the group join then runs in the background
+        # instead of blocking start-up (Tansu makes a join wait ~session/2)
+        await self.consumer.start()
+        self.events = EventConsumer(
+            self.consumer,
+            applier,
+            DeadLetters(self.producer, self.settings.dead_letter_topic),
+            self.metrics,
+            max_records=self.settings.batch_max_records,
+            timeout_ms=self.settings.batch_timeout_ms,
+            retry_max_s=self.settings.redis_retry_max_s,
+        )
+        self.consumer.subscribe(source_topics(self.trees), listener=_Rebalance(self.events))
+        logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        while self.events is None and not self.should_stop:
+            await self.sleep(0.05)
+        if self.events is not None:
+            await self.events.run()
+
+    async def on_stop(self) -> None:
+        if self.events is not None:
+            self.events.stop()
+            async with self.events.busy:  # let an in-flight batch finish and commit
+                pass
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self._metrics_server is not None:
+            server, _thread = self._metrics_server
+            server.shutdown()

@@ -1,0 +1,59 @@
+"""Worker configuration: environment variables ``NORTHSTAR_*`` (or flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Client settings passed through to aiokafka/kafka-python."""
+
+    model_config = SettingsConfigDict(env_prefix="NORTHSTAR_KAFKA_", extra="forbid", frozen=True)
+
+    bootstrap: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for aiokafka clients (secrets revealed only here)."""
+        kwargs: dict[str, object] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+            if self.ssl_certfile:
+                context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+            kwargs["ssl_context"] = context
+        return kwargs
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NORTHSTAR_", extra="ignore", frozen=True)
+
+    definitions: list[Path] = Field(default_factory=lambda: [Path("definitions")])
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    namespace: str = "ns"
+    group_id: str = "northstar-workers"
+    app_id: str = "northstar"
+    dead_letter_topic: str = "northstar-dead-letters"
+    metrics_port: int = 9464
+    web_port: int = 6066
+    web_bind: str = "127.0.0.1"
+    batch_max_records: int = Field(default=10_000, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    redis_retry_max_s: float = Field(default=30.0, gt=0)
