@@ -85,7 +85,8 @@ make_event: Final[EventMaker] = _event_constructor()
 def describe(value: object) -> str:
     """A short, bounded rendering of a JSON value for rejection details."""
     if isinstance(value, str):
-        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        text = repr(value[:40])  # escapes can make it up to 10x longer
+        return text if len(value) <= 40 and len(text) <= 60 else text[:60] + "..."
     if value is None or isinstance(value, bool | float):
         return repr(value)
     if isinstance(value, int):
@@ -258,11 +259,13 @@ class _Path:
     wins over descending (``{"a.b": 1}`` before ``{"a": {"b": 1}}``), as in
     ``fields.field_value``."""
 
-    __slots__ = ("parts", "path")
+    __slots__ = ("label", "parts", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.parts = tuple(path.split("."))
+        # Rejection details name the path; keep them short whatever the config.
+        self.label = path if len(path) <= 40 else path[:37] + "..."
 
     def read(self, obj: dict[str, Any]) -> Any:
         value: Any = obj.get(self.path)
@@ -305,24 +308,24 @@ class GenericShape:
     def __call__(self, obj: dict[str, Any], max_ms: int) -> Event | Rejected:
         name = self._event.read(obj)
         if type(name) is not str or not name:
-            return _no_name(self._event.path, name)
+            return _no_name(self._event.label, name)
         user = _key(self._user.read(obj))
         if user is None:
-            return Rejected("no_user", f"{self._user.path} is not a non-empty string or integer")
-        time_ms = _time(self._time.path, self._time.read(obj), self._read_time)
+            return Rejected("no_user", f"{self._user.label} is not a non-empty string or integer")
+        time_ms = _time(self._time.label, self._time.read(obj), self._read_time)
         if isinstance(time_ms, Rejected):
             return time_ms
         if time_ms > max_ms:
-            return _future(self._time.path, time_ms, max_ms)
+            return _future(self._time.label, time_ms, max_ms)
         insert_id: str | None = None
         if self._insert_id is not None:
-            read = _insert_id(self._insert_id.path, self._insert_id.read(obj))
+            read = _insert_id(self._insert_id.label, self._insert_id.read(obj))
             if isinstance(read, Rejected):
                 return read
             insert_id = read
         objects: list[dict[str, Any]] = []
         for path in (self._props, self._groups, self._user_props):
-            value = {} if path is None else _object(path.path, path.read(obj))
+            value = {} if path is None else _object(path.label, path.read(obj))
             if isinstance(value, Rejected):
                 return value
             objects.append(value)

@@ -44,8 +44,10 @@ class Education:
     base_minutes: float = 14.0
     base_abandon: float = 0.18
     signups_per_day: float = 12.0
+    base_churn: float = 0.03
     base_refund: float = 0.06
     _known: list[str] = field(default_factory=list)
+    _next: int = 0
     _last_active: dict[str, int] = field(default_factory=dict)
 
     def day(self, rng: random.Random, day_start: int, drift: Drift, days: float) -> Iterator[Event]:
@@ -55,16 +57,21 @@ class Education:
         minutes = self.base_minutes * factor(drift.minutes, days)
         abandon = min(0.9, self.base_abandon * factor(drift.abandon, days))
         refund = min(0.9, self.base_refund * factor(drift.refunds, days))
+        churn = min(0.5, self.base_churn * factor(drift.churn, days))
         out: list[Event] = []
-        if not self._known:
+        if not self._known and self._next == 0:
             self._known = [f"learner-{i}" for i in range(self.users)]
+            self._next = self.users
         for _ in range(max(0, round(rng.gauss(self.signups_per_day * factor(drift.signups, days), 2)))):
-            user = f"learner-{len(self._known)}"
+            self._next += 1
+            user = f"learner-{self._next}"
             self._known.append(user)
             t = day_start + rng.randrange(DAY_MS - 6 * 3_600_000)
             out.append(_event(rng, "signed_up", user, t))
             if rng.random() < 0.7:  # first lesson within hours
                 out += self._lessons(rng, user, t + rng.randrange(60_000, 5 * 3_600_000), 1, minutes, abandon)
+        # learners leave for good; steady state: users ~ signups / churn
+        self._known = [u for u in self._known if rng.random() >= churn]
         for user in self._known:
             recent = day_start - self._last_active.get(user, -10 * DAY_MS) <= 7 * DAY_MS
             p = min(0.95, activity * (returning if recent else 1.0))

@@ -13,7 +13,7 @@ class Drift:
     completed lesson; ``abandon``: share of started lessons abandoned;
     ``signups``: new users per day; ``noise``: relative day-to-day noise;
     ``returning_activity``: extra factor on activity of users who were active
-    before (retention)."""
+    before; ``churn``: chance a learner leaves for good."""
 
     activity: float = 1.0
     minutes: float = 1.0
@@ -21,17 +21,18 @@ class Drift:
     signups: float = 1.0
     returning_activity: float = 1.0
     refunds: float = 1.0
+    churn: float = 1.0
     noise: float = 0.03
 
 
 SCENARIOS: dict[str, Drift] = {
     # North Star and guardrails rise together: more learners, stable quality
-    "healthy": Drift(activity=1.01, minutes=1.004, abandon=0.995, signups=1.02, returning_activity=1.004),
+    "healthy": Drift(activity=1.01, minutes=1.004, abandon=0.995, signups=1.02, returning_activity=1.004, churn=0.98),
     # stable with realistic noise
     "noisy": Drift(noise=0.10),
     # autoplay-like inflation: minutes climb while people abandon and stop coming back
     "goodhart": Drift(
-        activity=1.0, minutes=1.06, abandon=1.05, signups=1.0, returning_activity=0.97, refunds=1.04
+        activity=1.0, minutes=1.07, abandon=1.05, signups=1.0, returning_activity=0.98, refunds=1.04, churn=1.12
     ),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streamer.state.store import Store
@@ -48,8 +49,40 @@ def _collect(reader: Reader, out: list[Reader]) -> None:
         out.append(reader)
 
 
-def evaluate(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, Value]]:
-    """Every metric of ``plan`` at each time in ``at_ms``."""
+@dataclass(frozen=True)
+class Reading:
+    """A metric's value with what statistics need: for ratios the numerator
+    and denominator; ``kind`` says which test applies (``proportion`` /
+    ``rate`` for ratios of counts, ``count``, or ``other``); ``sample`` is the
+    number the minimum-sample rule compares (denominator, count, percentile
+    population), None when the measure has none."""
+
+    value: Value
+    numerator: Value = None
+    denominator: Value = None
+    kind: str = "other"
+    sample: Value = None
+
+
+def _is_count(reader: Reader) -> bool:
+    if isinstance(reader, WindowSum):
+        return reader.unit.params.get("value") is None and "entity" not in reader.unit.params
+    return isinstance(reader, DiffCount | HllCount)
+
+
+def sample_kind(reader: Reader) -> str:
+    """Which statistical test fits the reader (see streamer.evaluate.stats)."""
+    if isinstance(reader, Quotient):
+        if isinstance(reader.numerator, DiffCount) and reader.numerator.array == "r":
+            return "proportion"  # retention: retained out of previously active
+        if _is_count(reader.numerator) and _is_count(reader.denominator):
+            return "rate"
+        return "other"
+    return "count" if _is_count(reader) else "other"
+
+
+def read_tree(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, Reading]]:
+    """Every metric of ``plan`` at each time in ``at_ms``, with statistics inputs."""
     ends = [window_end(t, plan.resolution_ms) for t in at_ms]
     leaves: list[Reader] = []
     for reader in plan.readers.values():
@@ -110,4 +143,22 @@ def evaluate(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, V
             return num / den
         return leaf_value(reader, e)
 
-    return [{name: value(reader, e) for name, reader in plan.readers.items()} for e in ends]
+    def reading(reader: Reader, e: int) -> Reading:
+        if isinstance(reader, Quotient):
+            num, den = value(reader.numerator, e), value(reader.denominator, e)
+            v = None if num is None or den is None or den == 0 else num / den
+            return Reading(v, num, den, sample_kind(reader), den)
+        v = leaf_value(reader, e)
+        sample = None
+        if isinstance(reader, PercentileOf):
+            sample = float(scalars[("z", reader.unit.fingerprint, str(e))])
+        elif sample_kind(reader) == "count":
+            sample = v
+        return Reading(v, None, None, sample_kind(reader), sample)
+
+    return [{name: reading(reader, e) for name, reader in plan.readers.items()} for e in ends]
+
+
+def evaluate(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, Value]]:
+    """Every metric of ``plan`` at each time in ``at_ms``."""
+    return [{name: r.value for name, r in row.items()} for row in read_tree(store, plan, at_ms)]
