@@ -799,11 +799,6 @@ def test_horizon_by_hand() -> None:
     assert horizon_s(guardrail_tree({"kind": "previous_window"}, lateness="60d")) == 60 * 86400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streamer.spec.horizon counts `periods` of a previous_window baseline; "
-    "docs/semantics.md §1/§2 count k only for trailing averages",
-)
 def test_previous_window_baseline_ignores_periods_in_the_horizon() -> None:
     tree = guardrail_tree({"kind": "previous_window", "periods": 3})
     assert lateness_horizon(tree) == horizon_s(tree) == 21 * 86400

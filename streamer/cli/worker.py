@@ -21,6 +21,11 @@ def register(sub: Any) -> None:
     p.add_argument("--metrics-port", type=int, default=None, help="operational /metrics port (0: off)")
     p.add_argument("--web-port", type=int, default=None, help="faust web port (0: off)")
     p.add_argument("--session-timeout-ms", type=int, default=None)
+    p.add_argument("--clock", choices=["watermark", "wall"], default=None,
+                   help="evaluation time: event-time watermark (default) or wall clock")
+    p.add_argument("--evaluate-interval", type=float, default=None, help="seconds between evaluations")
+    p.add_argument("--alertmanager", default=None, help="Alertmanager base URL ($NORTHSTAR_ALERTMANAGER_URL)")
+    p.add_argument("--webhook", default=None, help="URL receiving alert events as JSON ($NORTHSTAR_WEBHOOK_URL)")
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -36,6 +41,10 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
         ("metrics_port", "metrics_port"),
         ("web_port", "web_port"),
         ("session_timeout_ms", "session_timeout_ms"),
+        ("clock", "clock"),
+        ("evaluate_interval", "evaluate_interval_s"),
+        ("alertmanager", "alertmanager_url"),
+        ("webhook", "webhook_url"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -53,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings, kafka = settings_from(args)
     trees = load_trees_or_exit(settings.definitions)
-    for topic in [*source_topics(trees), settings.dead_letter_topic]:
+    for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
+                  settings.snapshots_topic]:
         ensure_topic(kafka.bootstrap, topic, partitions=1)
     app, _ = create_app(settings, kafka, trees)
     logging.getLogger("streamer").setLevel(args.loglevel.upper())

@@ -2,11 +2,15 @@
 at least one guardrail is degraded (Goodhart's law in the act).
 
 States: inactive -> pending -> firing -> resolved -> inactive, like a
-Prometheus alert; every change of state is an alert event (pure logic)."""
+Prometheus alert; every change of state is an alert event (pure logic). The
+condition must hold for ``hold`` before firing, and a firing alert resolves
+only once the condition has been false for ``hold`` too (Prometheus'
+``keep_firing_for``), so a North Star hovering at its threshold does not
+make the alert flap."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 State = Literal["inactive", "pending", "firing", "resolved"]
@@ -15,8 +19,9 @@ State = Literal["inactive", "pending", "firing", "resolved"]
 @dataclass(frozen=True)
 class AlertState:
     state: State = "inactive"
-    since: int | None = None  # when the condition started (pending/firing) or resolved
+    since: int | None = None  # when the current state began
     started: int | None = None  # when the current incident first went pending
+    clear_since: int | None = None  # firing, but the condition false since then
 
 
 def improving(change: float | None, threshold: float, direction: str) -> bool:
@@ -27,7 +32,7 @@ def improving(change: float | None, threshold: float, direction: str) -> bool:
 
 
 def step(state: AlertState, condition: bool, hold_ms: int, now_ms: int) -> AlertState:
-    """The next alert state; fires once ``condition`` held for ``hold_ms``."""
+    """The next alert state at ``now_ms``."""
     if condition:
         if state.state in ("inactive", "resolved"):
             if hold_ms <= 0:
@@ -35,9 +40,14 @@ def step(state: AlertState, condition: bool, hold_ms: int, now_ms: int) -> Alert
             return AlertState("pending", now_ms, now_ms)
         if state.state == "pending" and state.since is not None and now_ms - state.since >= hold_ms:
             return AlertState("firing", now_ms, state.started)
+        if state.state == "firing" and state.clear_since is not None:
+            return replace(state, clear_since=None)
         return state
     if state.state == "firing":
-        return AlertState("resolved", now_ms, state.started)
+        clear = state.clear_since if state.clear_since is not None else now_ms
+        if now_ms - clear >= hold_ms:
+            return AlertState("resolved", now_ms, state.started)
+        return replace(state, clear_since=clear)
     if state.state in ("pending", "resolved"):
         return AlertState("inactive", now_ms, None)
     return state

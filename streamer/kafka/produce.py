@@ -30,41 +30,48 @@ def event_key(line: bytes) -> bytes | None:
     return None
 
 
-async def produce(
-    lines: Iterable[bytes], topic: str, client: dict[str, Any], *, linger_batches: int = 64
-) -> int:
-    """Send every line to ``topic``; returns how many were sent."""
+def new_producer(client: dict[str, Any]) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(**client, acks=1, max_batch_size=1 << 20, linger_ms=5)
-    await producer.start()
+    return AIOKafkaProducer(**client, acks=1, max_batch_size=1 << 20, linger_ms=5)
+
+
+async def send_lines(producer: Any, lines: Iterable[bytes], topic: str, *, linger_batches: int = 64) -> int:
+    """Send every line to ``topic`` with a started producer; returns how many."""
     sent = 0
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        batches: dict[int, Any] = {}
-        futures: list[asyncio.Future[Any]] = []
-        for line in lines:
-            key = event_key(line)
-            p = partitions[(zlib.crc32(key) if key else sent) % len(partitions)]
-            batch = batches.get(p)
-            if batch is None:
-                batch = batches[p] = producer.create_batch()
+    partitions = sorted(await producer.partitions_for(topic))
+    batches: dict[int, Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for line in lines:
+        key = event_key(line)
+        p = partitions[(zlib.crc32(key) if key else sent) % len(partitions)]
+        batch = batches.get(p)
+        if batch is None:
+            batch = batches[p] = producer.create_batch()
+        if batch.append(key=key, value=line, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+            batch = batches[p] = producer.create_batch()
             if batch.append(key=key, value=line, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=p))
-                batch = batches[p] = producer.create_batch()
-                if batch.append(key=key, value=line, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(line)} bytes does not fit an empty batch")
-            sent += 1
-            if len(futures) >= linger_batches:
-                await asyncio.gather(*futures)
-                futures.clear()
-        for p, batch in batches.items():
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+                raise ValueError(f"a record of {len(line)} bytes does not fit an empty batch")
+        sent += 1
+        if len(futures) >= linger_batches:
+            await asyncio.gather(*futures)
+            futures.clear()
+    for p, batch in batches.items():
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+    await asyncio.gather(*futures)
+    return sent
+
+
+async def produce(lines: Iterable[bytes], topic: str, client: dict[str, Any]) -> int:
+    """Send every line to ``topic`` with a producer of its own; returns how many."""
+    producer = new_producer(client)
+    await producer.start()
+    try:
+        return await send_lines(producer, lines, topic)
     finally:
         await producer.stop()
-    return sent
 
 
 def produce_sync(lines: Iterable[bytes], topic: str, client: dict[str, Any]) -> int:

@@ -15,15 +15,6 @@ DAY_MS = 86_400_000
 Event = dict[str, Any]
 
 
-@dataclass
-class Clock:
-    start_ms: int
-    drift_from_ms: int
-
-    def drift_days(self, t_ms: int) -> float:
-        return (t_ms - self.drift_from_ms) / DAY_MS
-
-
 def _event(rng: random.Random, name: str, user: str, t: int, props: dict[str, Any] | None = None,
            groups: dict[str, Any] | None = None) -> Event:
     ev: Event = {"event_type": name, "user_id": user, "time": t, "insert_id": f"{rng.getrandbits(64):016x}"}
@@ -145,14 +136,23 @@ class LearningUsers:
 MODELS = {"education": Education, "learning_users": LearningUsers}
 
 
+Schedule = list[tuple[int, Drift]]
+"""(from_ms, drift) pairs, ascending: each drift applies from its start time,
+compounded over the days since that start."""
+
+
 def simulate(tree: str, start_ms: int, days: int, drift: Drift, drift_from_ms: int | None = None,
-             seed: int = 1, **model_args: Any) -> Iterator[Event]:
-    """Events of ``days`` simulated days from ``start_ms`` (a UTC midnight) in time order."""
+             seed: int = 1, schedule: Schedule | None = None, **model_args: Any) -> Iterator[Event]:
+    """Events of ``days`` simulated days from ``start_ms`` (a UTC midnight) in
+    time order. Without a ``schedule``, behaviour is steady until
+    ``drift_from_ms`` and drifts by ``drift`` after it."""
     if tree not in MODELS:
         raise KeyError(f"no simulation model for tree {tree!r}; known: {', '.join(sorted(MODELS))}")
     rng = random.Random(seed)
     model = MODELS[tree](**model_args)
-    clock = Clock(start_ms, start_ms if drift_from_ms is None else drift_from_ms)
+    plan = schedule or [(start_ms if drift_from_ms is None else drift_from_ms, drift)]
     for d in range(days):
         day_start = start_ms + d * DAY_MS
-        yield from model.day(rng, day_start, drift, clock.drift_days(day_start))
+        active = [(t, dr) for t, dr in plan if t <= day_start]
+        since, current = active[-1] if active else (day_start, Drift())
+        yield from model.day(rng, day_start, current, (day_start - since) / DAY_MS)

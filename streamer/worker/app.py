@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from streamer.spec.model import Tree
+from streamer.worker.evaluation import EvaluationService
 from streamer.worker.service import EventService
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -36,4 +37,11 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[T
     )
     service = EventService(settings, kafka, trees, loop=None)
     app.add_dependency(service)
+    evaluation = EvaluationService(settings, kafka, trees, loop=None)
+    app.add_dependency(evaluation)
+
+    @app.timer(settings.evaluate_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+    async def evaluate() -> None:  # one worker of the group: the faust leader
+        await evaluation.tick()
+
     return app, service

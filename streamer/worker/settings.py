@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,3 +58,9 @@ class WorkerSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     redis_retry_max_s: float = Field(default=30.0, gt=0)
+    evaluate_interval_s: float = Field(default=5.0, gt=0)
+    clock: Literal["watermark", "wall"] = "watermark"
+    alerts_topic: str = "northstar-alerts"
+    snapshots_topic: str = "northstar-snapshots"
+    alertmanager_url: str | None = None
+    webhook_url: str | None = None

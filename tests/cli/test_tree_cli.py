@@ -50,7 +50,7 @@ def test_layout_of_the_education_tree(capsys: pytest.CaptureFixture[str]) -> Non
     assert "breadth (1 input)" in text
     assert "weekly_active_learners  Weekly active learners  [owner: growth-squad]" in text
     assert (
-        "refund_rate  Refund rate  [tolerance 20% - for 2h - min sample 50 - baseline previous window"
+        "refund_rate  Refund rate  [tolerance 20% - for 12h - min sample 50 - baseline previous window"
         " - owner: payments-squad]" in text
     )
     assert "(count of refund_issued) / (count of subscription_purchased) - window 7d" in text

@@ -248,8 +248,8 @@ def test_condition_errors_use_aliases_and_lines(tmp_path: Path) -> None:
             "`tolerance`: input should be a valid number, unable to parse string as a number, got 'lots'",
         ),
         (
-            "    for: 2h\n    confidence: 0.95\n    measure:\n      kind: retention",
-            "    for: soon\n    confidence: 0.95\n    measure:\n      kind: retention",
+            "    for: 12h\n    confidence: 0.99\n    measure:\n      kind: retention",
+            "    for: soon\n    confidence: 0.99\n    measure:\n      kind: retention",
             "for: soon",
             "`for`: invalid duration 'soon'",
         ),
