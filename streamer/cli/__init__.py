@@ -30,7 +30,17 @@ from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
 from streamer import __version__
-from streamer.cli import produce, replay, simulate, tree, validate, worker
+from streamer.cli import (
+    api,
+    demo,
+    produce,
+    replay,
+    rules,
+    simulate,
+    tree,
+    validate,
+    worker,
+)
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The object ``register`` adds its parser to (``parser.add_subparsers()``)."""
@@ -49,6 +59,9 @@ COMMANDS: tuple[Command, ...] = (
     simulate,
     produce,
     worker,
+    rules,
+    api,
+    demo,
     # add new subcommand modules here.
 )
 

@@ -83,8 +83,9 @@ class TreeEvaluator:
             return None
         times = sorted({at} | {t for _, m in self.tree.metrics() for t in baseline_times(m, at)}, reverse=True)
         rows = dict(zip(times, read_tree(self.store, self.plan, times), strict=True))
-        client = self.store.client
         state_key = self.key("evalstate")
+        # every key of the tree shares the {tree} hash tag: one node, one transaction
+        client = self.store.node_client(state_key)
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(state_key)

@@ -320,7 +320,12 @@ def _issue(file: Path, document: Any, error: SchemaError) -> Issue:
     if metric_at:
         entry: Any = document
         for element in error.path[:metric_at]:
-            entry = entry[element]
+            # a missing required key (``north_star``) has a path but no node
+            try:
+                entry = entry[element]
+            except (KeyError, IndexError, TypeError):
+                entry = None
+                break
         name = entry.get("name") if isinstance(entry, dict) else None
         metric = name if isinstance(name, str) and name else None
     relative = error.path[metric_at:] if metric else error.path

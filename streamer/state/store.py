@@ -30,6 +30,19 @@ def _sha(source: str) -> str:
     return hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
+class _Recorder:
+    """Stands in for a pipeline: records calls to replay per cluster node."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args, kwargs))
+
+        return record
+
+
 class Store:
     def __init__(self, client: RedisClient, namespace: str = "ns") -> None:
         self.client = client
@@ -44,21 +57,57 @@ class Store:
         return isinstance(self.client, redis.cluster.RedisCluster)
 
     def load_scripts(self) -> None:
+        if self.is_cluster:
+            for node in self.client.get_primaries():
+                connection = self.client.get_redis_connection(node)
+                for source in self._sources.values():
+                    connection.script_load(source)
+            return
         for source in self._sources.values():
             self.client.script_load(source)
 
     def _execute(self, build: Any) -> list[Any]:
         """Run a pipeline built by ``build(pipe)``; reload scripts once on NOSCRIPT."""
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            build(pipe)
             try:
+                if self.is_cluster:
+                    return self._execute_per_node(build)
+                pipe = self.client.pipeline(transaction=False)
+                build(pipe)
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:
                 if attempt == 2:
                     raise
                 self.load_scripts()
         raise AssertionError("unreachable")
+
+    def node_client(self, key: str) -> Any:
+        """A plain client for the node owning ``key`` (the client itself when
+        standalone): for transactions and scripts within one slot."""
+        if not self.is_cluster:
+            return self.client
+        return self.client.get_redis_connection(self.client.get_node_from_key(key))
+
+    def _execute_per_node(self, build: Any) -> list[Any]:
+        """Redis Cluster: redis-py refuses EVALSHA in cluster pipelines, so
+        commands are grouped by the node owning their first key and sent as
+        one plain pipeline per node (one round trip per node involved)."""
+        recorder = _Recorder()
+        build(recorder)
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for index, (name, args, _) in enumerate(recorder.calls):
+            key = args[2] if name == "evalsha" else args[0]
+            node = self.client.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        replies: list[Any] = [None] * len(recorder.calls)
+        for node, indexes in by_node.values():
+            pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+            for i in indexes:
+                name, args, kwargs = recorder.calls[i]
+                getattr(pipe, name)(*args, **kwargs)
+            for i, reply in zip(indexes, pipe.execute(), strict=True):
+                replies[i] = reply
+        return replies
 
     # ------------------------------------------------------------------ write path
     def verdicts_and_offsets(

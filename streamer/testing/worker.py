@@ -33,6 +33,7 @@ from streamer.testing.process import (
     ServiceError,
     ServiceNotReadyError,
     free_port,
+    log_tail,
     wait_until,
 )
 
@@ -186,12 +187,14 @@ class WorkerProcess(ServiceBase):
     def kill(self) -> int | None:
         """SIGKILL the worker (a crash); return its exit code (-9)."""
         process, self._process = self._process, None
+        self._started = False
         return None if process is None else process.kill()
 
     def terminate(self, grace: float = 15.0) -> int | None:
         """SIGTERM the worker (it finishes its batch and leaves the group),
         SIGKILL after ``grace`` seconds; return its exit code."""
         process, self._process = self._process, None
+        self._started = False
         return None if process is None else process.stop(grace)
 
     def restart(self, *, kill: bool = False, wait: bool = True) -> Self:
@@ -209,8 +212,7 @@ class WorkerProcess(ServiceBase):
         self.terminate()
 
     def log_tail(self, lines: int = 40) -> str:
-        from streamer.testing.process import log_tail
-
+        """The last ``lines`` lines of the log (every incarnation's)."""
         return log_tail(self.log_path, lines)
 
     # ------------------------------------------------------------------ metrics
@@ -267,6 +269,15 @@ def tree_on_topic(source: Path, topic: str, dest_dir: Path) -> Path:
     return dest
 
 
+def load_tree(path: Path) -> Any:
+    """The :class:`streamer.spec.model.Tree` in one definitions file (no lint)."""
+    from ruamel.yaml import YAML
+
+    from streamer.spec.model import Tree
+
+    return Tree.model_validate(YAML(typ="safe").load(path.read_text()))
+
+
 # ---------------------------------------------------------------------- Kafka
 
 
@@ -278,12 +289,30 @@ def topic_end_offsets(
 
     Reading, not ListOffsets: Tansu answers ListOffsets(latest) with the base
     offset of the last batch + 1. Partitions without records are left out."""
-    return asyncio.run(_end_offsets(dict(client), topic, expected_records, timeout))
+    records = read_records(client, topic, lambda got: len(got) >= expected_records, timeout)
+    if len(records) != expected_records:
+        raise ServiceError(f"topic {topic!r} holds {len(records)} records, expected {expected_records}")
+    last: dict[int, int] = {}
+    for r in records:
+        last[r.partition] = max(last.get(r.partition, -1), r.offset)
+    return last
 
 
-async def _end_offsets(
-    client: dict[str, Any], topic: str, expected: int, timeout: float
-) -> dict[int, int]:
+def read_records(
+    client: Mapping[str, Any],
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 60.0,
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning (aiokafka ``ConsumerRecord``:
+    ``partition``, ``offset``, ``key``, ``value``, ``headers``), read until
+    ``until(records so far)`` holds; :class:`ServiceNotReadyError` at the deadline."""
+    return asyncio.run(_read(dict(client), topic, until, timeout))
+
+
+async def _read(
+    client: dict[str, Any], topic: str, until: Callable[[list[Any]], bool], timeout: float
+) -> list[Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**client, enable_auto_commit=False, auto_offset_reset="earliest")
@@ -292,26 +321,51 @@ async def _end_offsets(
         await consumer.topics()  # fetches the metadata partitions_for_topic reads
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
-            raise ServiceError(f"topic {topic!r} has no partitions")
+            raise ServiceError(f"topic {topic!r} does not exist or has no partitions")
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        last: dict[int, int] = {}
-        seen = 0
+        records: list[Any] = []
         deadline = time.monotonic() + timeout
-        while seen < expected:
+        while not until(records):
             if time.monotonic() > deadline:
                 raise ServiceNotReadyError(
-                    f"topic {topic!r}", f"read {seen} of {expected} records in {timeout:.0f}s"
+                    f"topic {topic!r}", f"condition not met after reading {len(records)} records in {timeout:.0f}s"
                 )
             batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
-            for tp, records in batches.items():
-                seen += len(records)
-                if records:
-                    last[tp.partition] = records[-1].offset
-        if seen != expected:
-            raise ServiceError(f"topic {topic!r} holds {seen} records, expected {expected}")
-        return last
+            for batch in batches.values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def committed_offsets(
+    client: Mapping[str, Any], group: str, topics: Sequence[str]
+) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): committed offset}`` of consumer group ``group`` on
+    ``topics`` (the next offset the group reads; never committed: left out).
+    Read with a consumer that names the group but never joins it (aiokafka's
+    admin client speaks an OffsetFetch version Tansu answers wrongly)."""
+    return asyncio.run(_committed(dict(client), group, list(topics)))
+
+
+async def _committed(
+    client: dict[str, Any], group: str, topics: list[str]
+) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        out: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            for p in sorted(consumer.partitions_for_topic(topic) or ()):
+                offset = await consumer.committed(TopicPartition(topic, p))
+                if offset is not None and offset >= 0:
+                    out[(topic, p)] = offset
+        return out
     finally:
         await consumer.stop()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -32,10 +32,14 @@ def partition_id(topic: str, partition: int) -> str:
 
 
 class EventConsumer:
+    """Applies every fetched partition batch with the applier of its topic:
+    ``applier`` is one BatchApplier for every topic, or ``{topic: applier}``
+    so that a tree only ever sees the records of its own ``source.topic``."""
+
     def __init__(
         self,
         consumer: Any,
-        applier: BatchApplier,
+        applier: BatchApplier | Mapping[str, BatchApplier],
         dead_letters: DeadLetters,
         metrics: WorkerMetrics,
         *,
@@ -46,6 +50,7 @@ class EventConsumer:
     ) -> None:
         self.consumer = consumer
         self.applier = applier
+        self._appliers = dict(applier) if isinstance(applier, Mapping) else applier
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.max_records = max_records
@@ -70,10 +75,16 @@ class EventConsumer:
                         await self.apply(tp, records)
             self._update_lag()
 
+    def applier_for(self, topic: str) -> BatchApplier:
+        appliers = self._appliers
+        return appliers[topic] if isinstance(appliers, dict) else appliers
+
     async def apply(self, tp: Any, records: Sequence[Any]) -> BatchResult:
         started = time.perf_counter()
         raw = [(r.offset, r.value if r.value is not None else b"") for r in records]
-        result = await self._apply_with_retry(partition_id(tp.topic, tp.partition), raw)
+        result = await self._apply_with_retry(
+            self.applier_for(tp.topic), partition_id(tp.topic, tp.partition), raw
+        )
         if result.rejected:
             by_offset = {r.offset: r for r in records}
             items = [(off, by_offset[off].key, raw_value(by_offset[off]), rej) for off, rej in result.rejected]
@@ -92,14 +103,16 @@ class EventConsumer:
         self.metrics.latency.observe(time.perf_counter() - started)
         return result
 
-    async def _apply_with_retry(self, partition: str, raw: list[tuple[int, bytes]]) -> BatchResult:
+    async def _apply_with_retry(
+        self, applier: BatchApplier, partition: str, raw: list[tuple[int, bytes]]
+    ) -> BatchResult:
         """Apply; while Redis is unreachable, back off (capped) and try again: no
         offset is committed for a batch that was not written."""
         delay = 0.1
         while True:
             try:
                 now_ms = int(self.clock() * 1000)
-                result = await asyncio.to_thread(self.applier.apply, partition, raw, now_ms)
+                result = await asyncio.to_thread(applier.apply, partition, raw, now_ms)
                 if not self.healthy:
                     logger.warning("Redis reachable again; resuming")
                 self.healthy = True

@@ -77,7 +77,11 @@ class EventService(mode.Service):
                 self.settings.metrics_port, addr="0.0.0.0", registry=self.metrics.registry
             )
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
-        applier = await asyncio.to_thread(BatchApplier, store, self.trees)
+        # one applier per topic: a tree reads only its own source.topic
+        appliers = {
+            topic: await asyncio.to_thread(BatchApplier, store, [t for t in self.trees if t.source.topic == topic])
+            for topic in source_topics(self.trees)
+        }
         client = self.kafka.client_kwargs()
         self.producer = AIOKafkaProducer(**client, acks="all", linger_ms=5)
         self.consumer = AIOKafkaConsumer(
@@ -99,7 +103,7 @@ class EventService(mode.Service):
         await self.consumer.start()
         self.events = EventConsumer(
             self.consumer,
-            applier,
+            appliers,
             DeadLetters(self.producer, self.settings.dead_letter_topic),
             self.metrics,
             max_records=self.settings.batch_max_records,

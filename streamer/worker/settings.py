@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,3 +64,14 @@ class WorkerSettings(BaseSettings):
     snapshots_topic: str = "northstar-snapshots"
     alertmanager_url: str | None = None
     webhook_url: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct_groups(self) -> WorkerSettings:
+        # faust joins a consumer group named after the app id; the event path
+        # must use another group, or the broker rejects one of the two protocols
+        if self.group_id == self.app_id:
+            raise ValueError(
+                f"NORTHSTAR_GROUP_ID and NORTHSTAR_APP_ID are both {self.group_id!r}: give the event "
+                "consumer group its own name"
+            )
+        return self

@@ -40,7 +40,7 @@ def _alertmanager_alerts(url: str) -> list[dict[str, Any]]:
 
 
 def _pipeline(tmp_path: Path, kafka_broker: Any, redis_server: Any, alertmanager_bin: Callable[..., Any],
-              prometheus_bin: Callable[..., Any], name: str) -> tuple[Any, Any, Any, Path, str]:
+              prometheus_bin: Callable[..., Any], name: str) -> tuple[Any, Any, Any, Any, str]:
     topic = f"e2e-{name}-{int(time.time() * 1000)}"
     ensure_topic(kafka_broker.bootstrap, topic, 1)
     definitions = tree_on_topic(ROOT / "definitions" / "education.yaml", topic, tmp_path / "defs")
@@ -57,10 +57,10 @@ def _pipeline(tmp_path: Path, kafka_broker: Any, redis_server: Any, alertmanager
     registry = CollectorRegistry()
     SnapshotCollector(store, [load_tree(definitions)], registry=registry, cache_seconds=0)
     port = free_port("127.0.0.1")
-    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    exporter, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
     prometheus = prometheus_bin([f"127.0.0.1:{port}"], rule_files=[RULES],
                                 alertmanagers=[manager.url.removeprefix("http://")])
-    return worker, manager, prometheus, definitions, topic
+    return worker, manager, prometheus, exporter, topic
 
 
 def _simulate(kafka_broker: Any, topic: str, scenario: str, switch: str | None, seconds: float) -> subprocess.Popen[bytes]:
@@ -76,8 +76,8 @@ def test_goodhart_fires_through_the_whole_pipeline(
     tmp_path: Path, kafka_broker: Any, redis_server: Any, alertmanager_bin: Callable[..., Any],
     prometheus_bin: Callable[..., Any],
 ) -> None:
-    worker, manager, prometheus, _, topic = _pipeline(tmp_path, kafka_broker, redis_server, alertmanager_bin,
-                                                      prometheus_bin, "goodhart")
+    worker, manager, prometheus, exporter, topic = _pipeline(tmp_path, kafka_broker, redis_server,
+                                                             alertmanager_bin, prometheus_bin, "goodhart")
     sim = _simulate(kafka_broker, topic, "healthy", "goodhart", 120)
     try:
         wait_until(lambda: bool(_alertmanager_alerts(manager.url)), timeout=150,
@@ -100,6 +100,7 @@ def test_goodhart_fires_through_the_whole_pipeline(
         sim.kill()
         sim.wait(timeout=30)
         worker.stop()
+        exporter.shutdown()
 
 
 @pytest.mark.parametrize("scenario", ["healthy", "noisy"])
@@ -107,8 +108,8 @@ def test_no_alert_without_goodhart(
     scenario: str, tmp_path: Path, kafka_broker: Any, redis_server: Any, alertmanager_bin: Callable[..., Any],
     prometheus_bin: Callable[..., Any],
 ) -> None:
-    worker, manager, prometheus, _, topic = _pipeline(tmp_path, kafka_broker, redis_server, alertmanager_bin,
-                                                      prometheus_bin, scenario)
+    worker, manager, prometheus, exporter, topic = _pipeline(tmp_path, kafka_broker, redis_server,
+                                                             alertmanager_bin, prometheus_bin, scenario)
     sim = _simulate(kafka_broker, topic, scenario, None, 45)  # ~10 simulated days after the backfill
     try:
         assert sim.wait(timeout=120) == 0, sim.stderr.read() if sim.stderr else ""
@@ -122,3 +123,4 @@ def test_no_alert_without_goodhart(
         assert worker.is_running()
     finally:
         worker.stop()
+        exporter.shutdown()

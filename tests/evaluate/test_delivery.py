@@ -13,7 +13,13 @@ import orjson
 import redis
 from aiohttp import web
 
-from streamer.evaluate.delivery import AlertmanagerSink, Delivery, KafkaSink, WebhookSink, alertmanager_alert
+from streamer.evaluate.delivery import (
+    AlertmanagerSink,
+    Delivery,
+    KafkaSink,
+    WebhookSink,
+    alertmanager_alert,
+)
 from streamer.kafka.admin import ensure_topic
 from streamer.state.keys import Keys
 from streamer.testing import wait_until

@@ -332,3 +332,11 @@ def test_a_crashing_rule_becomes_an_issue(monkeypatch: pytest.MonkeyPatch) -> No
     assert issue.rule == "internal" and issue.file == EDUCATION
     assert "rule `exploding` crashed (ZeroDivisionError: boom)" in issue.message
     assert len(result.trees) == 1
+
+
+def test_a_file_missing_required_keys_reports_instead_of_crashing(tmp_path: Path) -> None:
+    path = tmp_path / "bare.yaml"
+    path.write_text("tree: Not A Name\n")
+    result = load_definitions([path])
+    messages = " ".join(i.message for i in result.issues)
+    assert result.errors and "north_star" in messages and "inputs" in messages
