@@ -33,6 +33,7 @@ from streamer import __version__
 from streamer.cli import (
     api,
     demo,
+    grafana,
     produce,
     replay,
     rules,
@@ -62,6 +63,7 @@ COMMANDS: tuple[Command, ...] = (
     rules,
     api,
     demo,
+    grafana,
     # add new subcommand modules here.
 )
 

@@ -13,7 +13,8 @@ HELP = "run the whole pipeline locally: broker, Redis, worker, API, Prometheus, 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help=HELP, description=HELP + ". Ctrl-C stops everything it started.")
-    p.add_argument("--definitions", "-d", type=Path, default=Path("definitions"))
+    p.add_argument("--definitions", "-d", type=Path, default=None,
+                   help="definitions directory (default ./definitions, else the repository's)")
     p.add_argument("--tree", default="education", choices=["education", "learning_users"])
     p.add_argument("--kafka", default=None, help="use this Kafka instead of starting a Tansu broker")
     p.add_argument("--redis", default=None, help="use this Redis URL instead of starting redis-server")
@@ -31,6 +32,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from streamer.demo import Demo, DemoOptions
 
+    if args.definitions is None:
+        local = Path("definitions")
+        args.definitions = local if local.is_dir() else Path(__file__).resolve().parents[2] / "definitions"
     if not args.definitions.exists():
         return usage_error(f"no such definitions path: {args.definitions}")
     if args.speed <= 0 or not 0 < args.port < 65536:
