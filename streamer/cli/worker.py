@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     trees = load_trees_or_exit(settings.definitions)
     for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
                   settings.snapshots_topic]:
-        ensure_topic(kafka.bootstrap, topic, partitions=1)
+        ensure_topic(kafka.bootstrap, topic, partitions=1, **kafka.admin_kwargs())
     app, _ = create_app(settings, kafka, trees)
     logging.getLogger("streamer").setLevel(args.loglevel.upper())
     worker = faust.Worker(app, loglevel=args.loglevel.upper())

@@ -22,6 +22,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[T
         settings.app_id,
         env={},  # faust would otherwise let WEB_PORT, BROKER_URL, ... override these
         broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         datadir=tempfile.mkdtemp(prefix="northstar-faust-"),
         topic_partitions=1,

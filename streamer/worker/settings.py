@@ -41,6 +41,38 @@ class KafkaSettings(BaseSettings):
         return kwargs
 
 
+    def admin_kwargs(self) -> dict[str, object]:
+        """The same security settings for kafka-python's admin client."""
+        kwargs: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = self.client_kwargs()["ssl_context"]
+        return kwargs
+
+    def faust_credentials(self) -> object | None:
+        """faust's broker credentials for the same settings (None for PLAINTEXT)."""
+        import ssl
+
+        import faust
+
+        found = self.client_kwargs().get("ssl_context")
+        context = found if isinstance(found, ssl.SSLContext) else None
+        if self.sasl_mechanism:
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+                ssl_context=context,
+                mechanism=self.sasl_mechanism,
+            )
+        if context is not None:
+            return faust.SSLCredentials(context)
+        return None
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NORTHSTAR_", extra="ignore", frozen=True)
 
