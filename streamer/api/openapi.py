@@ -272,6 +272,15 @@ PATHS: dict[str, Any] = {
         errors=("NotFound", "Unavailable"),
         description="A Redis outage does not end the stream: events resume when Redis is back. "
                     "503 when the server is shutting down."),
+    "/tree/{tree}": {"get": {
+        "summary": "The live tree page (HTML)", "operationId": "treePage", "tags": ["pages"],
+        "security": [], "parameters": [_param("tree")],
+        "description": "A self-contained page drawing the tree with live values (docs/tree-page.md). "
+                       "It holds no values itself: it reads /api/* in the browser, asking for the "
+                       "token when the server has one.",
+        "responses": {"200": {"description": "The page.", "content": {"text/html": {"schema": STRING}}},
+                      "404": _resp("NotFound")},
+    }},
 }
 
 
@@ -288,7 +297,8 @@ def document() -> dict[str, Any]:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "tags": [{"name": "api", "description": "values (Bearer token when configured)"},
-                 {"name": "ops", "description": "health, Prometheus, this document (public)"}],
+                 {"name": "ops", "description": "health, Prometheus, this document (public)"},
+                 {"name": "pages", "description": "HTML pages for people (public; their data come from /api/*)"}],
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,

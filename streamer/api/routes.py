@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from streamer.api import reads, sse, views
+from streamer.api import page, reads, sse, views
 from streamer.api.errors import error_response, not_found
 from streamer.api.openapi import document
 from streamer.evaluate.snapshot import Snapshot
@@ -192,4 +192,5 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/trees/{tree}/metrics/{metric}/groups", get_groups, name="get_groups")
     r.add_get("/api/v1/alerts", list_alerts, name="list_alerts")
     r.add_get("/api/v1/stream", stream, name="stream", allow_head=False)
+    r.add_get("/tree/{tree}", page.tree_page, name="tree_page")
 

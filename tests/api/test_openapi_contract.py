@@ -189,6 +189,7 @@ def _requests(trees: list[Tree]) -> list[tuple[str, dict[str, str]]]:
         ("/api/v1/trees/learning_users/metrics/activated_organizations/groups?at=soon", AUTH),
         ("/api/v1/trees/learning_users/metrics/weekly_learning_users/groups", AUTH),
         ("/api/v1/stream?tree=nope", AUTH),
+        ("/tree/education", none), ("/tree/nope", none),
     ]
     # every protected route without, and with a wrong, token
     for path in DOC["paths"]:
