@@ -130,9 +130,9 @@ def read_tree(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, 
                 return None
             h = (n - 1) * leaf.q / 100.0
             lo = math.floor(h)
-            xs = store.zrange_by_rank(leaf.unit, f"z:{e}", lo, min(lo + 1, n - 1))
-            x = xs[0] + (h - lo) * (xs[-1] - xs[0])
-            return x / 1000.0
+            # seconds first, then interpolate: exactly docs/semantics.md §3
+            xs = [x / 1000.0 for x in store.zrange_by_rank(leaf.unit, f"z:{e}", lo, min(lo + 1, n - 1))]
+            return xs[0] + (h - lo) * (xs[-1] - xs[0])
         raise TypeError(leaf)
 
     def value(reader: Reader, e: int) -> Value:

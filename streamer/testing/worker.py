@@ -25,7 +25,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from streamer.testing.process import (
     ManagedProcess,
@@ -36,6 +36,11 @@ from streamer.testing.process import (
     log_tail,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from streamer.spec.model import Tree
+    from streamer.state.store import Store
+    from streamer.windows.units import Plan
 
 HOST = "127.0.0.1"
 ASSIGNED = "northstar_assigned_partitions"
@@ -269,13 +274,14 @@ def tree_on_topic(source: Path, topic: str, dest_dir: Path) -> Path:
     return dest
 
 
-def load_tree(path: Path) -> Any:
+def load_tree(path: Path) -> Tree:
     """The :class:`streamer.spec.model.Tree` in one definitions file (no lint)."""
     from ruamel.yaml import YAML
 
     from streamer.spec.model import Tree
 
-    return Tree.model_validate(YAML(typ="safe").load(path.read_text()))
+    tree: Tree = Tree.model_validate(YAML(typ="safe").load(path.read_text()))
+    return tree
 
 
 # ---------------------------------------------------------------------- Kafka
@@ -373,14 +379,12 @@ async def _committed(
 # ---------------------------------------------------------------------- Redis
 
 
-def applied_offsets(store: Any, plans: Sequence[Any], partition: str) -> list[int]:
+def applied_offsets(store: Store, plans: Sequence[Plan], partition: str) -> list[int]:
     """Every unit's applied offset in ``partition`` (``"<topic>:<n>"``), -1 for none."""
-    units = [u for plan in plans for u in plan.units]
-    result: list[int] = store.applied_offsets(units, partition)
-    return result
+    return store.applied_offsets([u for plan in plans for u in plan.units], partition)
 
 
-def all_applied(store: Any, plans: Sequence[Any], topic: str, ends: Mapping[int, int]) -> bool:
+def all_applied(store: Store, plans: Sequence[Plan], topic: str, ends: Mapping[int, int]) -> bool:
     """True when every unit of every plan applied every partition up to its end offset."""
     return all(
         min(applied_offsets(store, plans, f"{topic}:{p}")) >= end for p, end in ends.items()
