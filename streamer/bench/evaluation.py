@@ -5,12 +5,15 @@ active users, then time reading every metric (current + baseline window).
 
 Reading must not grow with the number of events or users: windowed sums read
 ``w/r`` buckets, entity measures a difference array over window ends,
-percentiles ``ZCARD`` + ``ZRANGE`` by rank.
+percentiles ``ZCARD`` + ``ZRANGE`` by rank. ``measure`` is what
+``northstar bench`` runs; ``extrapolate`` fits the rows linearly in users to
+predict sizes that do not fit the benchmark's time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import time
@@ -85,6 +88,61 @@ def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[float, dict[
         values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
         samples.append(time.perf_counter() - start)
     return statistics.median(samples), values
+
+
+def measure(
+    client: Any, tree: Tree, users: list[int], *, batch: int = 10_000, repeats: int = 20,
+    after_fill: Any = None,
+) -> list[dict[str, Any]]:
+    """For each population (on an emptied Redis): fill, time the evaluation
+    (median and max of ``repeats``) and read ``used_memory``; ``after_fill(users)``
+    runs while the state is there (e.g. a memory breakdown)."""
+    rows = []
+    for n_users in users:
+        client.flushall()
+        base = int(client.info("memory")["used_memory"])
+        n, seconds = fill(client, tree, n_users, batch)
+        store = Store(client, namespace="bench")
+        plan = BatchApplier(store, [tree]).plans[0]
+        samples = []
+        values: dict[str, Any] = {}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
+            samples.append(time.perf_counter() - start)
+        used = int(client.info("memory")["used_memory"]) - base
+        if after_fill is not None:
+            after_fill(n_users)
+        rows.append({
+            "users": n_users, "active_in_window": values.get("weekly_active_learners"),
+            "events": n, "fill_events_per_s": round(n / seconds, 1),
+            "eval_ms_median": round(statistics.median(samples) * 1000, 3),
+            "eval_ms_max": round(max(samples) * 1000, 3),
+            "redis_used_mib": round(used / 2**20, 1),
+        })
+    return rows
+
+
+def extrapolate(
+    rows: list[dict[str, Any]], key: str, users: int, scale: str = "linear"
+) -> dict[str, Any] | None:
+    """Least-squares line of ``key`` over users (``scale="log"``: over
+    log10(users), the shape of an O(log n) read) and the value it predicts
+    at ``users``; None with fewer than two populations. ``slope`` is per
+    million users (linear) or per tenfold population (log)."""
+    if len(rows) < 2:
+        return None
+    if scale not in ("linear", "log"):
+        raise ValueError(f"scale must be linear or log, not {scale!r}")
+    to_x = (lambda u: math.log10(u)) if scale == "log" else (lambda u: u / 1e6)
+    xs = [to_x(float(r["users"])) for r in rows]
+    ys = [float(r[key]) for r in rows]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return {"scale": scale, "slope": round(slope, 4),
+            "slope_per": "tenfold users" if scale == "log" else "million users",
+            "at_users": users, "predicted": round(my + slope * (to_x(float(users)) - mx), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from typing import Protocol, TypeAlias
 from streamer import __version__
 from streamer.cli import (
     api,
+    bench,
     demo,
     grafana,
     produce,
@@ -64,6 +65,7 @@ COMMANDS: tuple[Command, ...] = (
     api,
     demo,
     grafana,
+    bench,
     # add new subcommand modules here.
 )
 

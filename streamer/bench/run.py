@@ -1,0 +1,373 @@
+"""``northstar bench``: every figure of the benchmark in one run, on the
+machine it runs on (issue 7). Sections, in order:
+
+1. ``ceiling``: aiokafka batches + orjson on the benchmark topic; pipelined
+   Redis writes from one Python process (``ceiling.py``);
+2. ``northstar``: one and two ``northstar worker`` processes over the topic
+   (``throughput.py``);
+3. ``peers``: faust-streaming and Quix Streams on a smaller topic, their
+   values checked against northstar's on the same records (``peers.py``);
+4. ``freshness``: produce to visible, at half of one worker's rate (``freshness.py``);
+5. ``restart``: SIGKILL to processing again, northstar vs the faust peer (``restart.py``);
+6. ``evaluation`` and ``memory``: reading cost vs population, bytes per user
+   (``evaluation.py``, ``memory.py``).
+
+Broker and Redis are started here (Tansu, two redis-servers: one for the
+workers, one that the evaluation and memory sections empty at will) unless an
+external broker is named. Progress goes to ``log``; the result is one dict
+(``report.py`` adds ratios and targets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from streamer.bench import ceiling, evaluation, freshness, memory, peers, restart, throughput
+from streamer.bench.sections import PEER_NAMES, SECTIONS
+from streamer.bench.workload import Workload, education_workload, fill_topic
+from streamer.spec.model import Tree
+from streamer.state.evaluate import evaluate
+from streamer.state.store import Store
+from streamer.testing.worker import load_tree, tree_on_topic
+from streamer.windows.units import compile_tree
+
+ROOT = Path(__file__).resolve().parents[2]
+EDUCATION = ROOT / "definitions" / "education.yaml"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    events: int = 1_000_000
+    peer_events: int = 50_000
+    partitions: int = 2
+    eval_users: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    memory_users: int = 100_000
+    freshness_seconds: float = 30.0
+    freshness_rate: float | None = None
+    evaluate_interval_s: float = 0.5
+    session_timeout_ms: int = 3000
+    restart_trials: int = 3
+    peers: tuple[str, ...] = PEER_NAMES
+    peers_on_main: tuple[str, ...] = ("quixstreams",)
+    """Peers also run over the main topic (same records as northstar's figure)."""
+    sections: tuple[str, ...] = SECTIONS
+    kafka: str | None = None
+    workdir: Path | None = None
+    seed: int = 5
+    extrapolate_users: int = 10_000_000
+
+    def __post_init__(self) -> None:
+        if self.events < 1 or self.peer_events < 1:
+            raise ValueError("--events and --peer-events must be positive")
+        if self.partitions < 2:
+            raise ValueError("the benchmark topic needs 2+ partitions (two workers share it)")
+        if not self.eval_users or min(self.eval_users) < 1 or self.memory_users < 1:
+            raise ValueError("populations must be positive")
+        if self.freshness_seconds <= 5:
+            raise ValueError("--freshness-seconds must exceed the 3 s warm-up by a margin (> 5)")
+        if self.session_timeout_ms < 1000 or self.restart_trials < 1:
+            raise ValueError("--session-timeout-ms must be >= 1000 and --restart-trials >= 1")
+        unknown = (set(self.peers) - set(PEER_NAMES)) | (set(self.peers_on_main) - set(self.peers)) | (set(self.sections) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown peers or sections: {', '.join(sorted(unknown))}")
+
+
+@dataclass
+class _Context:
+    config: BenchConfig
+    services: throughput.Services
+    client: Any  # the workers' Redis
+    scratch: Any  # the Redis that evaluation/memory empty
+    log: Callable[[str], None]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def tree_on(self, topic: str) -> tuple[Tree, Path]:
+        definitions = self.services.workdir / "definitions" / topic
+        return load_tree(tree_on_topic(EDUCATION, topic, definitions)), definitions
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
+        mem_gib = round(int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1]) / 2**20, 1)
+    versions: dict[str, str | None] = {}
+    for package in ("aiokafka", "faust-streaming", "quixstreams", "redis", "orjson"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpus": os.cpu_count(), "cpu_model": model, "memory_gib": mem_gib,
+        "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
+    }
+
+
+def _tansu_version() -> str | None:
+    from streamer.testing import tansu_binary
+
+    with contextlib.suppress(Exception):
+        out = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip() or None
+    return None
+
+
+@contextlib.contextmanager
+def _services(config: BenchConfig, workdir: Path) -> Iterator[tuple[str, str, str, str]]:
+    """(bootstrap, broker description, workers' Redis URL, scratch Redis URL)."""
+    from streamer.testing import RedisServer, TansuBroker
+
+    with contextlib.ExitStack() as stack:
+        if config.kafka:
+            bootstrap, broker = config.kafka, f"external ({config.kafka})"
+        else:
+            tansu = stack.enter_context(TansuBroker(workdir / "tansu"))
+            bootstrap, broker = tansu.bootstrap, _tansu_version() or "tansu"
+        main = stack.enter_context(RedisServer(workdir / "redis"))
+        scratch = stack.enter_context(RedisServer(workdir / "redis-scratch"))
+        yield bootstrap, broker, main.url, scratch.url
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run every section of ``config``; the raw result (see ``report.finish``)."""
+    workdir = config.workdir or Path(tempfile.mkdtemp(prefix="northstar-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    result: dict[str, Any] = {
+        "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+    }
+    with _services(config, workdir) as (bootstrap, broker, main_url, scratch_url):
+        client = redis.Redis.from_url(main_url)
+        scratch = redis.Redis.from_url(scratch_url)
+        result["machine"]["broker"] = broker
+        result["machine"]["redis"] = client.info("server")["redis_version"]
+        ctx = _Context(config, throughput.Services(bootstrap, main_url, workdir), client, scratch, log, result)
+        main_load = None
+        if {"ceiling", "northstar", "freshness"} & set(config.sections) or config.peers_on_main:
+            main_load = _main_topic(ctx)
+        if "ceiling" in config.sections and main_load is not None:
+            _ceiling(ctx, main_load)
+        if "northstar" in config.sections and main_load is not None:
+            _northstar(ctx, main_load)
+        peer_load = None
+        if {"peers", "restart"} & set(config.sections):
+            peer_load = _peer_topic(ctx)
+        if "peers" in config.sections and peer_load is not None:
+            _peers(ctx, peer_load, main_load)
+        if "freshness" in config.sections and main_load is not None:
+            _freshness(ctx, main_load)
+        if "restart" in config.sections and peer_load is not None:
+            _restart(ctx, peer_load)
+        if {"evaluation", "memory"} & set(config.sections):
+            _evaluation_memory(ctx)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["wall_seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def _main_topic(ctx: _Context) -> tuple[Workload, str, dict[int, int]]:
+    c = ctx.config
+    ctx.log(f"simulating {c.events:,} education events")
+    load = education_workload(c.events, c.partitions, seed=c.seed)
+    topic = "bench-events"
+    seconds = fill_topic(ctx.services.bootstrap, topic, load)
+    ctx.log(f"produced {len(load.lines):,} records to {topic} ({c.partitions} partitions) in {seconds:.1f}s")
+    ctx.result["workload"] = {"topic": topic, "records": len(load.lines), "events": load.events,
+                              "partitions": c.partitions, "at_ms": load.at_ms,
+                              "produce_events_per_s": round(len(load.lines) / seconds, 1)}
+    return load, topic, load.end_offsets()
+
+
+def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
+    load, topic, ends = main
+    ctx.log("ceiling: aiokafka getmany + orjson")
+    consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines))
+    if consumed.last_offsets != ends:
+        raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
+    writes = ceiling.redis_pipeline_rate(ctx.client)
+    ctx.result["ceiling"] = {
+        "consume": {"records": consumed.records, "seconds": round(consumed.seconds, 3),
+                    "events_per_s": round(consumed.events_per_s, 1), "max_records": 10_000},
+        "redis_pipeline": {"command": "HINCRBY", "pipeline": writes.pipeline, "commands": writes.commands,
+                           "commands_per_s": round(writes.commands_per_s, 1)},
+    }
+
+
+def _northstar(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
+    load, topic, ends = main
+    tree, definitions = ctx.tree_on(topic)
+    out: dict[str, Any] = {}
+    for workers, namespace in ((1, "ns1"), (2, "ns2")):
+        ctx.log(f"northstar: {workers} worker(s) over {len(load.lines):,} records")
+        run = throughput.run_workers(ctx.services, ctx.client, tree, definitions, topic, ends,
+                                     workers=workers, namespace=namespace,
+                                     session_timeout_ms=ctx.config.session_timeout_ms)
+        out["one_worker" if workers == 1 else "two_workers"] = run.as_dict()
+        ctx.log(f"  {run.events_per_s:,.0f} events/s")
+        if workers == 1:
+            plan = compile_tree(tree)
+            store = Store(ctx.client, namespace=namespace)
+            _, dedupe = memory.key_bytes(ctx.client, store.keys.tree(tree.tree, "id*"))
+            used = int(ctx.client.info("memory")["used_memory"])
+            out["state"] = {
+                "redis_used_mib_after_one_worker": round(used / 2**20, 1),
+                "dedupe_bytes_per_event": round(dedupe / max(load.events, 1), 1),
+                "values": evaluate(store, plan, [load.at_ms])[0],
+            }
+        Store(ctx.client, namespace=namespace).delete_namespace()
+    ctx.result["northstar"] = out
+
+
+def _peer_topic(ctx: _Context) -> tuple[Workload, str, dict[int, int]]:
+    c = ctx.config
+    load = education_workload(c.peer_events, c.partitions, seed=c.seed + 1)
+    topic = "bench-peers"
+    fill_topic(ctx.services.bootstrap, topic, load)
+    ctx.log(f"peer topic: {len(load.lines):,} records")
+    return load, topic, load.end_offsets()
+
+
+def _run_one_peer(
+    ctx: _Context, name: str, load: Workload, topic: str, values: dict[str, Any], group: str
+) -> dict[str, Any]:
+    done = peers.run_peer(name, bootstrap=ctx.services.bootstrap, topic=topic, records=len(load.lines),
+                          at_ms=load.at_ms, partitions=load.partitions,
+                          workdir=ctx.services.workdir / "peers", group=group,
+                          session_timeout_s=ctx.config.session_timeout_ms / 1000)
+    differences = peers.compare(values, done["values"])
+    ctx.log(f"  {done['events_per_s'] or 0:,.0f} events/s; values equal: {not differences}")
+    return {
+        "available": True, "records": done["records"], "seconds": round(done["last"] - done["first"], 3),
+        "events_per_s": round(done["events_per_s"] or 0.0, 1), "startup_s": done["startup_s"],
+        "metrics_checked": sorted(done["values"]), "equal": not differences,
+        "differences": differences, "values": done["values"],
+    }
+
+
+def _peers(
+    ctx: _Context, peer: tuple[Workload, str, dict[int, int]], main: tuple[Workload, str, dict[int, int]] | None
+) -> None:
+    load, topic, ends = peer
+    tree, definitions = ctx.tree_on(topic)
+    ctx.log("peers: northstar (one worker) on the peer topic")
+    run = throughput.run_workers(ctx.services, ctx.client, tree, definitions, topic, ends,
+                                 workers=1, namespace="peers", session_timeout_ms=ctx.config.session_timeout_ms)
+    values = evaluate(Store(ctx.client, namespace="peers"), compile_tree(tree), [load.at_ms])[0]
+    out: dict[str, Any] = {"topic": topic, "records": len(load.lines), "at_ms": load.at_ms,
+                           "northstar": {**run.as_dict(), "values": values}}
+    for name in ctx.config.peers:
+        why = peers.unavailable(name)
+        if why is not None:
+            out[name] = {"available": False, "reason": why}
+            ctx.log(f"peers: {name} unavailable: {why}")
+            continue
+        ctx.log(f"peers: {name}")
+        out[name] = _run_one_peer(ctx, name, load, topic, values, f"{name}-bench")
+    main_values = ctx.result.get("northstar", {}).get("state", {}).get("values")
+    if main is not None and main_values is not None:
+        for name in ctx.config.peers_on_main:
+            if out.get(name, {}).get("available"):
+                ctx.log(f"peers: {name} on the main topic ({len(main[0].lines):,} records)")
+                out[f"{name}_main_topic"] = _run_one_peer(ctx, name, main[0], main[1], main_values,
+                                                          f"{name}-bench-main")
+    Store(ctx.client, namespace="peers").delete_namespace()
+    ctx.result["peers"] = out
+
+
+def _freshness(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
+    load = main[0]
+    one = ctx.result.get("northstar", {}).get("one_worker", {}).get("events_per_s")
+    ceiling_rate = ctx.result.get("ceiling", {}).get("consume", {}).get("events_per_s")
+    if ctx.config.freshness_rate:
+        rate, basis = ctx.config.freshness_rate, "--freshness-rate"
+    elif one:
+        rate, basis = 0.5 * one, "50% of one worker's events/s"
+        if ceiling_rate and rate > 0.25 * ceiling_rate:
+            # a backlog applied in one or two batches says nothing about a sustained rate
+            rate, basis = 0.25 * ceiling_rate, "25% of the ceiling (one worker's rate was not sustained)"
+    else:
+        rate, basis = 5_000.0, "fixed 5,000/s (northstar section skipped)"
+    topic = "bench-fresh"
+    _, definitions = ctx.tree_on(topic)
+    ctx.log(f"freshness: {rate:,.0f} events/s for {ctx.config.freshness_seconds:.0f}s")
+    config = freshness.FreshnessConfig(rate=rate, seconds=ctx.config.freshness_seconds,
+                                       evaluate_interval_s=ctx.config.evaluate_interval_s,
+                                       session_timeout_ms=ctx.config.session_timeout_ms)
+    out = freshness.run_freshness(ctx.services, ctx.client, definitions, topic, load.lines[:200_000], config)
+    out["rate_basis"] = basis
+    ctx.result["freshness"] = out
+    Store(ctx.client, namespace="fresh").delete_namespace()
+
+
+def _restart(ctx: _Context, peer: tuple[Workload, str, dict[int, int]]) -> None:
+    load, topic, ends = peer
+    tree, definitions = ctx.tree_on(topic)
+    c = ctx.config
+    ctx.log(f"restart: northstar x{c.restart_trials}")
+    out: dict[str, Any] = {"topic": topic, "records": len(load.lines),
+                           "northstar": restart.northstar_restart(
+                               ctx.services, ctx.client, tree, definitions, topic, ends, load.at_ms,
+                               session_timeout_ms=c.session_timeout_ms, trials=c.restart_trials)}
+    why = peers.unavailable("faust")
+    if why is None:
+        ctx.log("restart: faust peer (changelog recovery)")
+        out["faust"] = {"available": True, **restart.faust_restart(
+            ctx.services, topic, len(load.lines), load.at_ms, load.partitions,
+            session_timeout_ms=c.session_timeout_ms)}
+    else:
+        out["faust"] = {"available": False, "reason": why}
+    for trial in range(c.restart_trials):
+        Store(ctx.client, namespace=f"restart{trial}").delete_namespace()
+    ctx.result["restart"] = out
+
+
+def _evaluation_memory(ctx: _Context) -> None:
+    c = ctx.config
+    tree = evaluation.load_tree("education")
+    plan = compile_tree(tree)
+    breakdown: dict[str, Any] = {}
+
+    def after_fill(users: int) -> None:
+        if users == c.memory_users:
+            breakdown.update(memory.unit_breakdown(ctx.scratch, plan, users))
+
+    populations = sorted(set(c.eval_users) | ({c.memory_users} if "memory" in c.sections else set()))
+    ctx.log(f"evaluation: populations {', '.join(f'{u:,}' for u in populations)}")
+    rows = evaluation.measure(ctx.scratch, tree, populations, repeats=100, after_fill=after_fill)
+    ctx.result["evaluation"] = {
+        "rows": rows, "times_per_evaluation": 2, "extrapolate_users": c.extrapolate_users,
+        "eval_ms_fit": evaluation.extrapolate(rows, "eval_ms_median", c.extrapolate_users, "log"),
+        "eval_ms_largest_vs_smallest": round(rows[-1]["eval_ms_median"] / rows[0]["eval_ms_median"], 3)
+        if len(rows) > 1 else None,
+        "redis_mib_fit": evaluation.extrapolate(rows, "redis_used_mib", c.extrapolate_users),
+    }
+    if "memory" in c.sections:
+        ctx.log(f"memory: exact vs HyperLogLog distinct, {c.memory_users:,} users")
+        ctx.result["memory"] = {
+            "per_unit": breakdown,
+            "distinct": memory.distinct_memory(ctx.scratch, tree, c.memory_users),
+        }
+    ctx.scratch.flushall()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    print(json.dumps(run_bench(BenchConfig(), lambda m: print(m, file=sys.stderr)), indent=1))

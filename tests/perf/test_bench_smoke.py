@@ -1,0 +1,106 @@
+"""``northstar bench --json`` in a tiny configuration: every figure is there,
+and each peer computed the same values as northstar on the same records.
+Correctness, not speed: no timing is asserted (benchmarks never fail on a
+number; see docs/performance.md for the figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.perf.peer_metrics import METRICS
+
+pytestmark = pytest.mark.services
+
+FIELDS = (
+    ("machine", "cpus"), ("machine", "redis"), ("machine", "broker"),
+    ("load_average_start",), ("load_average_end",), ("wall_seconds",),
+    ("workload", "records"),
+    ("ceiling", "consume", "events_per_s"), ("ceiling", "redis_pipeline", "commands_per_s"),
+    ("northstar", "one_worker", "events_per_s"), ("northstar", "one_worker", "worker_rss_max_mib"),
+    ("northstar", "two_workers", "events_per_s"), ("northstar", "state", "dedupe_bytes_per_event"),
+    ("peers", "northstar", "events_per_s"), ("peers", "northstar", "values"),
+    ("peers", "faust", "events_per_s"), ("peers", "faust", "values"),
+    ("freshness", "snapshot", "p50_s"), ("freshness", "snapshot", "p99_s"),
+    ("freshness", "metrics_endpoint", "p50_s"), ("freshness", "metrics_endpoint", "p99_s"),
+    ("freshness", "rate_produced_events_per_s"), ("freshness", "worker_rss_mib"),
+    ("evaluation", "rows"), ("evaluation", "eval_ms_fit", "predicted"), ("evaluation", "eval_ms_largest_vs_smallest"),
+    ("memory", "per_unit", "metrics"), ("memory", "per_unit", "all_units_bytes_per_user"),
+    ("memory", "distinct", "exact", "used_memory_bytes_per_user"),
+    ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
+    ("restart", "northstar", "kill_to_processing_median_s"), ("restart", "northstar", "session_timeout_ms"),
+    ("restart", "faust", "kill_to_processing_s"),
+    ("ratios", "northstar_vs_ceiling"), ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
+    ("ratios", "northstar_vs_quixstreams"), ("ratios", "restart_faust_vs_northstar"),
+    ("targets",),
+)
+HAVE_QUIX = importlib.util.find_spec("quixstreams") is not None
+
+
+def _get(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        assert isinstance(data, dict) and key in data, f"missing {'.'.join(path)}"
+        data = data[key]
+    return data
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir = tmp_path_factory.mktemp("bench")
+    argv = [sys.executable, "-m", "streamer.cli", "bench", "--json", "--workdir", str(workdir),
+            "--events", "4000", "--peer-events", "2500", "--eval-users", "500", "2000",
+            "--memory-users", "2000", "--freshness-seconds", "6", "--freshness-rate", "1000",
+            "--restart-trials", "1"]
+    done = subprocess.run(argv, capture_output=True, timeout=900, check=False, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    parsed: dict[str, Any] = orjson.loads(done.stdout)
+    return parsed
+
+
+@pytest.mark.timeout(900)
+def test_every_figure_is_reported(result: dict[str, Any]) -> None:
+    for path in FIELDS:
+        if path == ("ratios", "northstar_vs_quixstreams") and not HAVE_QUIX:
+            continue
+        assert _get(result, path) is not None, f"{'.'.join(path)} is null"
+    assert {t["name"] for t in result["targets"]} >= {
+        "northstar_vs_ceiling", "northstar_vs_faust", "northstar_vs_quixstreams", "freshness_snapshot_p99_s",
+        "freshness_metrics_p99_s", "eval_ms_1m_users", "eval_ms_largest_vs_smallest", "restart_s",
+    }
+    assert all(t["status"] in ("met", "missed", "n/a") for t in result["targets"])
+    assert result["freshness"]["snapshot"]["markers"] > 0
+    assert result["freshness"]["snapshot"]["unseen"] == 0
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("peer", ["faust", "quixstreams"])
+def test_peers_compute_northstars_values(result: dict[str, Any], peer: str) -> None:
+    data = result["peers"][peer]
+    if peer == "quixstreams" and not HAVE_QUIX:
+        assert data == {"available": False, "reason": data["reason"]}
+        pytest.skip("quixstreams is not installed (pip install -e '.[bench]')")
+    expected = result["peers"]["northstar"]["values"]
+    assert data["available"] and data["equal"], data["differences"]
+    assert set(data["metrics_checked"]) == set(METRICS) >= {"weekly_learning_minutes", "paid_conversions"}
+    assert data["records"] == result["peers"]["records"]
+    _same(expected, data["values"])
+    assert expected["weekly_learning_minutes"] > 0 and expected["paid_conversions"] > 0
+    if peer == "quixstreams":  # also over the main topic, against northstar's values there
+        main = result["peers"]["quixstreams_main_topic"]
+        assert main["equal"], main["differences"]
+        _same(result["northstar"]["state"]["values"], main["values"])
+
+
+def _same(expected: dict[str, Any], got: dict[str, Any]) -> None:
+    for name in METRICS:
+        want, have = expected[name], got[name]
+        assert (want is None) == (have is None), name
+        if want is not None:
+            assert math.isclose(want, have, rel_tol=1e-9), (name, want, have)
