@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 
+from streamer.bench.redis_target import bench_redis
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
 from streamer.state.evaluate import evaluate
@@ -152,18 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
-    server = None
-    if args.redis:
-        client = redis.Redis.from_url(args.redis)
-    else:
-        from streamer.testing.redis_server import RedisServer
-
-        server = RedisServer()
-        server.start()
-        client = redis.Redis.from_url(server.url)
-    tree = load_tree("education")
-    print(f"{'users':>10} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
-    try:
+    with bench_redis(args.redis) as client:
+        tree = load_tree("education")
+        print(f"{'users':>10} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
         for users in args.users:
             client.flushall()
             n, seconds = fill(client, tree, users, args.batch)
@@ -171,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
             mem = client.info("memory")["used_memory"] / 2**20
             print(f"{users:>10} {n:>10} {n / seconds:>10.0f} {median * 1000:>8.2f} {mem:>10.1f}  "
                   f"{values['weekly_active_learners']:.0f}")
-    finally:
-        if server is not None:
-            server.stop()
     return 0
 
 

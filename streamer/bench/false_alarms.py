@@ -16,9 +16,9 @@ import statistics
 from typing import Any
 
 import orjson
-import redis
 
 from streamer.bench.evaluation import load_tree
+from streamer.bench.redis_target import bench_redis
 from streamer.evaluate.evaluator import TreeEvaluator
 from streamer.replay import replay
 from streamer.sim.models import simulate
@@ -56,16 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--redis", help="Redis URL (default: start a local redis-server)")
     args = parser.parse_args(argv)
-    server = None
-    if args.redis:
-        client = redis.Redis.from_url(args.redis)
-    else:
-        from streamer.testing.redis_server import RedisServer
-
-        server = RedisServer()
-        server.start()
-        client = redis.Redis.from_url(server.url)
-    try:
+    with bench_redis(args.redis) as client:
         print(f"{'scenario':<10} {'runs':>5} {'runs firing':>12} {'incidents':>10} {'guard degraded':>15} "
               f"{'delay (days) median/max':>24}")
         for scenario in ("noisy", "healthy", "goodhart"):
@@ -76,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             delays = [(START + r["fired"][0] * HOUR - DRIFT_FROM) / DAY for r in firing]
             delay = f"{statistics.median(delays):.2f} / {max(delays):.2f}" if delays else "-"
             print(f"{scenario:<10} {len(results):>5} {len(firing):>12} {incidents:>10} {degraded:>14.1%} {delay:>24}")
-    finally:
-        if server is not None:
-            server.stop()
     return 0
 
 

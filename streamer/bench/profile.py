@@ -31,8 +31,8 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-import redis
 
+from streamer.bench.redis_target import bench_redis
 from streamer.bench.workload import education_workload
 from streamer.engine import BatchApplier, _complete
 from streamer.events.types import Event
@@ -246,20 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.bench.evaluation import load_tree
 
     load = education_workload(args.events, partitions=1)
-    server = None
-    if args.redis:
-        client = redis.Redis.from_url(args.redis)
-    else:
-        from streamer.testing.redis_server import RedisServer
-
-        server = RedisServer()
-        server.start()
-        client = redis.Redis.from_url(server.url)
-    try:
+    with bench_redis(args.redis) as client:
         result = profile(client, load_tree("education"), load.lines[: load.events], args.batch)
-    finally:
-        if server is not None:
-            server.stop()
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
