@@ -78,7 +78,9 @@ def fill(client: Any, tree: Tree, users: int, batch: int) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[float, dict[str, Any]]:
+def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[list[float], dict[str, Any]]:
+    """Seconds per whole-tree evaluation (now and one window back), ``repeats``
+    times, and the values of the last one."""
     store = Store(client, namespace="bench")
     plan = BatchApplier(store, [tree]).plans[0]
     samples = []
@@ -87,7 +89,7 @@ def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[float, dict[
         start = time.perf_counter()
         values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples), values
+    return samples, values
 
 
 def measure(
@@ -102,14 +104,7 @@ def measure(
         client.flushall()
         base = int(client.info("memory")["used_memory"])
         n, seconds = fill(client, tree, n_users, batch)
-        store = Store(client, namespace="bench")
-        plan = BatchApplier(store, [tree]).plans[0]
-        samples = []
-        values: dict[str, Any] = {}
-        for _ in range(repeats):
-            start = time.perf_counter()
-            values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
-            samples.append(time.perf_counter() - start)
+        samples, values = time_evaluation(client, tree, repeats)
         used = int(client.info("memory")["used_memory"]) - base
         if after_fill is not None:
             after_fill(n_users)
@@ -158,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         for users in args.users:
             client.flushall()
             n, seconds = fill(client, tree, users, args.batch)
-            median, values = time_evaluation(client, tree, args.repeats)
+            samples, values = time_evaluation(client, tree, args.repeats)
+            median = statistics.median(samples)
             mem = client.info("memory")["used_memory"] / 2**20
             print(f"{users:>10} {n:>10} {n / seconds:>10.0f} {median * 1000:>8.2f} {mem:>10.1f}  "
                   f"{values['weekly_active_learners']:.0f}")
