@@ -140,3 +140,38 @@ def test_definition_change_backfill_from_file_then_old_state_expires(redis_clien
         assert live, f"live unit {unit.fingerprint} lost its keys"
         assert all(0 < redis_client.pttl(k) <= 3000 for k in live)
     assert differences(new, store, lines, log.now_ms, at) == {}
+
+
+def test_refresh_is_rate_limited_and_adds_no_round_trip(redis_client: redis.Redis) -> None:
+    """The apply path's PEXPIREs ride in the apply pipeline, at most once per
+    key per refresh interval, whatever the number of events or batches."""
+    from tests.state.test_engine import _CountingClient
+
+    tree = education("7d")
+    plan = compile_tree(tree)
+    clock = [1000.0]
+    counting = _CountingClient(redis_client)
+    store = Store(counting, namespace=NS)
+    refresher = Refresher(store.keys, [plan], Retention(refresh_s=60.0), clock=lambda: clock[0])
+    applier = BatchApplier(store, [tree], refresher=refresher)
+    records = list(file_records(generate(tree, 1, LogKnobs(n_events=400)).lines))
+    redis_client.config_resetstat()
+    counting.round_trips = 0
+    applier.apply(REPLAY_PARTITION, records[:200], 2_000_000_000_000)
+    assert counting.round_trips == 2
+    first = redis_client.info("commandstats")["cmdstat_pexpire"]["calls"]
+    assert first >= len(plan.units)  # at least every unit's applied hash
+    applier.apply(REPLAY_PARTITION, records[200:300], 2_000_000_000_000)
+    assert redis_client.info("commandstats")["cmdstat_pexpire"]["calls"] == first  # within the interval
+    clock[0] += 61
+    counting.round_trips = 0
+    applier.apply(REPLAY_PARTITION, records[300:], 2_000_000_000_000)
+    assert counting.round_trips == 2
+    assert redis_client.info("commandstats")["cmdstat_pexpire"]["calls"] > first
+    ttl = Retention().ttl_ms(plan)
+    keys = [k.decode() for k in redis_client.scan_iter(match=f"{NS}:*")]
+    # every key but the percentile's window-end sets (written inside its script) has a TTL...
+    assert [k for k in keys if redis_client.pttl(k) == -1 and ":z:" not in k] == []
+    # ...and the leader's touch gives those one too
+    touch(Store(redis_client, namespace=NS), [plan], Retention())
+    assert all(0 < redis_client.pttl(k) <= ttl for k in keys)
