@@ -66,6 +66,7 @@ class PartitionReport:
     units: list[Missing]
     records: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    first_offset: int | None = None  # of the source; > 0: older records were gone (retention)
 
 
 def scratch_namespace(namespace: str) -> str:
@@ -120,16 +121,18 @@ class PartitionRun:
         self.report = PartitionReport(partition, list(missing.values()))
         self.limits = {i: m.born for i, m in missing.items()}
         self.target = max(self.limits.values(), default=-1)
-        self.first_offset: int | None = None
         self.finished = not missing
 
-    def feed(self, batch: Sequence[tuple[int, bytes]]) -> bool:
+    def feed(self, batch: Sequence[tuple[int, bytes]], now_ms: int | None = None) -> bool:
+        """Apply ``batch``; True once the partition is done. ``now_ms``: the
+        processing clock for this batch (default the backfiller's)."""
+        if self.report.first_offset is None and batch:
+            self.report.first_offset = batch[0][0]
         records = [r for r in batch if r[0] <= self.target]
         if records:
-            if self.first_offset is None:
-                self.first_offset = records[0][0]
             b = self.backfiller
-            result = b.applier.apply(self.partition, records, b.now_ms(), Backfill(self.limits))
+            now = b.now_ms() if now_ms is None else now_ms
+            result = b.applier.apply(self.partition, records, now, Backfill(self.limits))
             self.report.records += len(records)
             for k, v in result.counts.items():
                 self.report.counts[k] = self.report.counts.get(k, 0) + v

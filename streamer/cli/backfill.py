@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument("--first-offset", type=int, default=0, help="with --from-file: the offset of the first line")
     p.add_argument("--kafka", default=None, help="bootstrap servers ($NORTHSTAR_KAFKA_BOOTSTRAP)")
     p.add_argument("--now", type=parse_time, default=None,
-                   help="processing clock for future-skew checks (default: the current time)")
+                   help="processing clock for future-skew checks (default: a file: the current time; "
+                        "the topic: each batch's record timestamps)")
     p.add_argument("--batch-size", type=int, default=5000)
     p.add_argument("--json", action="store_true", help="one JSON object per partition")
     p.set_defaults(func=run)
@@ -55,19 +56,25 @@ def run(args: argparse.Namespace) -> int:
         return usage_error("--kafka only applies with --from-topic")
     trees = load_trees_or_exit(args.definitions, args.tree)
     client = redis_client_or_exit(args.redis)
-    now_ms = (lambda: args.now) if args.now is not None else (lambda: int(time.time() * 1000))
     if args.from_topic:
-        reports = _from_topic(args, trees, client, now_ms)
+        reports = _from_topic(args, trees, client, (lambda: args.now) if args.now is not None else None)
     else:
-        reports = [_from_file(args, trees, client, now_ms)]
+        now = args.now
+        reports = [_from_file(args, trees, client, (lambda: now) if now is not None else _wall_ms)]
     for report in reports:
         record = {
             "partition": report.partition,
             "units": [{"tree": m.unit.tree, "fingerprint": m.unit.fingerprint, "kind": m.unit.kind,
                        "born": m.born, "done_before": m.done} for m in report.units],
             "records": report.records,
+            "first_offset": report.first_offset,
             "counts": report.counts,
         }
+        if report.units and report.first_offset and report.first_offset > min(m.done for m in report.units) + 1:
+            sys.stderr.write(
+                f"northstar: {report.partition}: the source starts at offset {report.first_offset}; "
+                "older records are gone and stay missing\n"
+            )
         if args.json:
             sys.stdout.write(orjson.dumps(record).decode() + "\n")
         elif report.units:
@@ -76,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"{report.partition}: nothing missing\n")
     return 0
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _from_file(args: argparse.Namespace, trees: list[Any], client: Any, now_ms: Any) -> Any:

@@ -31,21 +31,25 @@ def backfill_topics(
     now_ms: Callable[[], int] | None = None,
 ) -> list[PartitionReport]:
     """Backfill every tree from its ``source.topic`` (trees that share a topic
-    are backfilled together, like the worker applies them)."""
+    are backfilled together, like the worker applies them). The processing
+    clock (future-skew checks) is ``now_ms``, else each batch's greatest
+    record timestamp (about when the workers decoded it)."""
     reports: list[PartitionReport] = []
+    explicit_now = now_ms is not None
     for topic in sorted({t.source.topic for t in trees}):
         group = [t for t in trees if t.source.topic == topic]
         backfiller = Backfiller(client, group, namespace, now_ms)
         backfiller.clear_scratch()
         try:
-            reports += asyncio.run(_topic(backfiller, kafka, topic, batch_size, idle_timeout_s))
+            reports += asyncio.run(_topic(backfiller, kafka, topic, batch_size, idle_timeout_s, explicit_now))
         finally:
             backfiller.clear_scratch()
     return reports
 
 
 async def _topic(
-    backfiller: Backfiller, kafka: dict[str, Any], topic: str, batch_size: int, idle_timeout_s: float
+    backfiller: Backfiller, kafka: dict[str, Any], topic: str, batch_size: int, idle_timeout_s: float,
+    explicit_now: bool,
 ) -> list[PartitionReport]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -78,7 +82,9 @@ async def _topic(
                     continue
                 idle_since = time.monotonic()
                 raw = [(r.offset, r.value if r.value is not None else b"") for r in records]
-                await asyncio.to_thread(run.feed, raw)
+                # the clock the worker decoded with was about the records' append time
+                stamp = max((r.timestamp for r in records if r.timestamp and r.timestamp > 0), default=None)
+                await asyncio.to_thread(run.feed, raw, None if explicit_now else stamp)
             reports.append(run.report)
     finally:
         await consumer.stop()

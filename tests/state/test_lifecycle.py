@@ -108,7 +108,14 @@ def test_definition_change_backfill_from_file_then_old_state_expires(redis_clien
     }
     wm_before = redis_client.hgetall(store.keys.watermark("education"))
     ids_before = redis_client.hgetall(store.keys.insert_ids("education"))
-    report = backfill_file(redis_client, [new], lines, namespace=NS, partition=REPLAY_PARTITION, batch_size=BATCH)
+    # a backfill stopped part way (here: a file cut short) resumes where it stopped
+    cut = backfill_file(redis_client, [new], lines[: half // 2], namespace=NS, partition=REPLAY_PARTITION,
+                        batch_size=BATCH, now_ms=lambda: log.now_ms)
+    assert cut.records == half // 2
+    done = redis_client.hget(store.keys.applied(changed_new), f"bf:{REPLAY_PARTITION}")
+    assert done is not None and int(done) == half // 2 - 1
+    report = backfill_file(redis_client, [new], lines, namespace=NS, partition=REPLAY_PARTITION, batch_size=BATCH,
+                           now_ms=lambda: log.now_ms)
     touch(store, [plan_new], retention)
     assert [m.unit.fingerprint for m in report.units] == [changed_new.fingerprint]
     assert report.records == half
@@ -121,7 +128,8 @@ def test_definition_change_backfill_from_file_then_old_state_expires(redis_clien
     assert not list(redis_client.scan_iter(match=scratch_namespace(NS) + ":*")), "scratch verdict state left"
 
     # 4. a second backfill finds nothing to do and changes nothing
-    again = backfill_file(redis_client, [new], lines, namespace=NS, partition=REPLAY_PARTITION, batch_size=BATCH)
+    again = backfill_file(redis_client, [new], lines, namespace=NS, partition=REPLAY_PARTITION, batch_size=BATCH,
+                          now_ms=lambda: log.now_ms)
     assert again.units == [] and again.records == 0
     assert differences(new, store, lines, log.now_ms, at) == {}
 
@@ -175,3 +183,38 @@ def test_refresh_is_rate_limited_and_adds_no_round_trip(redis_client: redis.Redi
     # ...and the leader's touch gives those one too
     touch(Store(redis_client, namespace=NS), [plan], Retention())
     assert all(0 < redis_client.pttl(k) <= ttl for k in keys)
+
+
+def test_on_redis_cluster(redis_cluster: Any) -> None:
+    """The same life cycle on a 3-master Redis Cluster: born markers, backfill,
+    touch (SCAN of every node) and dropping orphans go to the owning nodes."""
+    from streamer.state.inventory import drop, inventory
+
+    client = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    try:
+        client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        old, new = education("7d"), education("14d")
+        plan_new = compile_tree(new)
+        log = generate(new, 21, LogKnobs(n_events=300))
+        records = list(file_records(log.lines))
+        half = len(records) // 2
+        store = Store(client, namespace=NS)
+        apply_all(BatchApplier(store, [old]), records[:half], log.now_ms)
+        apply_all(BatchApplier(store, [new]), records[half:], log.now_ms)
+        at = log.midnights()
+        assert set(differences(new, store, log.lines, log.now_ms, at)) == {CHANGED}
+        report = backfill_file(client, [new], log.lines, namespace=NS, partition=REPLAY_PARTITION,
+                               now_ms=lambda: log.now_ms)
+        assert len(report.units) == 1 and report.records == half
+        assert differences(new, store, log.lines, log.now_ms, at) == {}
+
+        touched = touch(store, [plan_new], Retention(fixed_s=100.0))
+        assert touched.refreshed > 0 and touched.expiring == touched.orphaned > 0
+        entries = inventory(store, [plan_new])
+        assert all(e.without_ttl == 0 for e in entries)
+        orphans = [e for e in entries if e.status == "orphaned"]
+        assert len(orphans) == 1 and drop(store, orphans) == len(orphans[0].keys)
+        assert [e.status for e in inventory(store, [plan_new])].count("orphaned") == 0
+        assert differences(new, store, log.lines, log.now_ms, at) == {}
+    finally:
+        client.close()
