@@ -81,7 +81,7 @@ class Backfiller:
         self.store = Store(client, namespace, verdict_namespace=scratch_namespace(namespace))
         self.applier = BatchApplier(self.store, trees)
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
-        self._scratch_keys = [
+        self.scratch_keys = [
             key
             for t in trees
             for key in (
@@ -93,7 +93,7 @@ class Backfiller:
 
     def clear_scratch(self) -> None:
         """Forget the scratch verdict state (call before and after a run)."""
-        self.store.execute(lambda pipe: [pipe.delete(k) for k in self._scratch_keys])
+        self.store.execute(lambda pipe: [pipe.delete(k) for k in self.scratch_keys])
 
     def missing(self, partition: str) -> dict[int, Missing]:
         return missing_history(self.store, self.applier.units, partition)
@@ -136,7 +136,7 @@ class PartitionRun:
             self.report.records += len(records)
             for k, v in result.counts.items():
                 self.report.counts[k] = self.report.counts.get(k, 0) + v
-            b.store.execute(lambda pipe: [pipe.pexpire(k, SCRATCH_TTL_MS) for k in b._scratch_keys])
+            b.store.execute(lambda pipe: [pipe.pexpire(k, SCRATCH_TTL_MS) for k in b.scratch_keys])
         self.finished = len(records) < len(batch) or bool(records and records[-1][0] >= self.target)
         return self.finished
 

@@ -60,6 +60,7 @@ class EvaluationService(mode.Service):
     async def tick(self) -> None:
         if self.evaluator is None or self.delivery is None:
             return
+        await self.touch_state()
         try:
             results = await asyncio.to_thread(self.evaluator.run_once)
         except Exception:
@@ -73,7 +74,6 @@ class EvaluationService(mode.Service):
                 logger.warning("divergence %s for %s", event["state"], event["tree"])
         await self.delivery.drain()
         await self.delivery.resend_firing([s for s, _ in results])  # type: ignore[misc]
-        await self.touch_state()
 
     async def touch_state(self) -> None:
         """Every refresh interval: keep the live units' keys from expiring, give
