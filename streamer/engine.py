@@ -17,7 +17,8 @@ from typing import Any
 from streamer.events.decode import Decoder
 from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
-from streamer.state.store import Store
+from streamer.state.expiry import Refresher
+from streamer.state.store import Store, backfill_field
 from streamer.windows.aggregate import Aggregator
 from streamer.windows.units import Plan, Unit, compile_tree
 
@@ -51,6 +52,16 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
     return {}
 
 
+@dataclass(frozen=True)
+class Backfill:
+    """Apply a batch as a backfill (streamer/backfill.py): only to the units
+    in ``limits`` (unit index -> last offset of the partition that is missing
+    from it), each up to its limit, guarded by its own backfill offset
+    instead of the live one."""
+
+    limits: dict[int, int]
+
+
 class _TreeState:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -62,17 +73,27 @@ class _TreeState:
 class BatchApplier:
     """Applies batches of raw events for a set of trees to a Store."""
 
-    def __init__(self, store: Store, trees: Sequence[Tree]) -> None:
+    def __init__(self, store: Store, trees: Sequence[Tree], *, refresher: Refresher | None = None) -> None:
         self.store = store
         self.trees = [_TreeState(compile_tree(t)) for t in trees]
         self.units = [u for ts in self.trees for u in ts.plan.units]
+        self.refresher = refresher
 
     @property
     def plans(self) -> list[Plan]:
         return [ts.plan for ts in self.trees]
 
-    def apply(self, partition: str, records: Sequence[tuple[int, bytes]], now_ms: int) -> BatchResult:
-        """Apply ``records`` ((offset, raw event), offsets increasing) of ``partition``."""
+    def apply(
+        self,
+        partition: str,
+        records: Sequence[tuple[int, bytes]],
+        now_ms: int,
+        backfill: Backfill | None = None,
+    ) -> BatchResult:
+        """Apply ``records`` ((offset, raw event), offsets increasing) of ``partition``.
+
+        A unit that never applied in ``partition`` records where its history
+        there starts (``born``), so that a backfill knows what it misses."""
         result = BatchResult()
         if not records:
             return result
@@ -97,7 +118,8 @@ class BatchApplier:
             )
             for ts, events in zip(self.trees, decoded, strict=True)
         ]
-        verdicts, offsets = self.store.verdicts_and_offsets(requests, partition, self.units)
+        field = backfill_field(partition) if backfill is not None else None
+        verdicts, offsets = self.store.verdicts_and_offsets(requests, partition, self.units, field)
 
         accepted: list[list[tuple[int, Event]]] = []
         watermarks: list[tuple[str, int]] = []
@@ -113,24 +135,34 @@ class BatchApplier:
                 watermarks.append((name, wm))
 
         last = records[-1][0]
-        pending = list(range(len(self.units)))
+        if backfill is None:
+            ends = [last] * len(self.units)
+            pending = list(range(len(self.units)))
+        else:
+            ends = [min(last, backfill.limits.get(i, -1)) for i in range(len(self.units))]
+            pending = sorted(backfill.limits)
         for _ in range(MAX_CAS_RETRIES):
             calls = []
             index = 0
             call_units: list[int] = []
             for ts, kept in zip(self.trees, accepted, strict=True):
                 for agg, params in zip(ts.aggregators, ts.params, strict=True):
-                    if index in pending and offsets[index] < last:
-                        fresh = [ev for off, ev in kept if off > offsets[index]]
+                    start, end = offsets[index], ends[index]
+                    if index in pending and start < end:
+                        fresh = [ev for off, ev in kept if start < off <= end]
                         payload = agg.payload(fresh) or {}
-                        calls.append((agg.unit, offsets[index], last, _complete(agg.unit, payload), params))
+                        calls.append((agg.unit, start, end, _complete(agg.unit, payload), params))
                         call_units.append(index)
                     index += 1
-            ok = self.store.apply(calls, partition, watermarks)
+            born = [] if backfill is not None else [
+                (unit, records[0][0] - 1) for unit, expected, *_ in calls if expected == -1
+            ]
+            expire = self.refresher.due((c[0], c[3]) for c in calls) if self.refresher else []
+            ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
             pending = [i for i, good in zip(call_units, ok, strict=True) if not good]
             if not pending:
                 return result
-            fresh_offsets = self.store.applied_offsets([self.units[i] for i in pending], partition)
+            fresh_offsets = self.store.applied_offsets([self.units[i] for i in pending], partition, field)
             for i, off in zip(pending, fresh_offsets, strict=True):
                 offsets[i] = off
         raise EngineError(f"units kept changing under us in partition {partition}: {pending}")

@@ -32,6 +32,7 @@ from typing import Protocol, TypeAlias
 from streamer import __version__
 from streamer.cli import (
     api,
+    backfill,
     bench,
     demo,
     grafana,
@@ -39,6 +40,7 @@ from streamer.cli import (
     replay,
     rules,
     simulate,
+    state,
     tree,
     validate,
     worker,
@@ -58,6 +60,8 @@ COMMANDS: tuple[Command, ...] = (
     validate,
     tree,
     replay,
+    backfill,
+    state,
     simulate,
     produce,
     worker,

@@ -22,6 +22,18 @@ from streamer.windows.units import Unit
 RedisClient = Any  # redis.Redis | redis.cluster.RedisCluster (same command API)
 
 
+def born_field(partition: str) -> str:
+    """Applied-hash field: the offset of ``partition`` after which a unit's live
+    history starts (written when the unit first applies in that partition)."""
+    return f"born:{partition}"
+
+
+def backfill_field(partition: str) -> str:
+    """Applied-hash field: how far a backfill applied ``partition`` to the unit
+    (its own exactly-once guard, distinct from the live one)."""
+    return f"bf:{partition}"
+
+
 class StateError(Exception):
     """Base of the state package's errors."""
 
@@ -44,9 +56,12 @@ class _Recorder:
 
 
 class Store:
-    def __init__(self, client: RedisClient, namespace: str = "ns") -> None:
+    def __init__(self, client: RedisClient, namespace: str = "ns", verdict_namespace: str | None = None) -> None:
         self.client = client
         self.keys = Keys(namespace)
+        # watermarks and insert ids: the namespace's own, or a scratch copy (a backfill
+        # re-derives verdicts without touching the live ones: streamer/backfill.py)
+        self.verdict_keys = Keys(verdict_namespace or namespace)
         self._sources = {kind: apply_source(kind) for kind in APPLY_KINDS}
         self._sources["verdict"] = verdict_source()
         self._shas = {name: _sha(src) for name, src in self._sources.items()}
@@ -65,6 +80,11 @@ class Store:
             return
         for source in self._sources.values():
             self.client.script_load(source)
+
+    def execute(self, build: Any) -> list[Any]:
+        """Run the commands ``build(pipe)`` queues in one round trip (per node in a
+        Cluster): keys may belong to any slots."""
+        return self._execute(build)
 
     def _execute(self, build: Any) -> list[Any]:
         """Run a pipeline built by ``build(pipe)``; reload scripts once on NOSCRIPT."""
@@ -115,26 +135,28 @@ class Store:
         requests: Sequence[tuple[str, int, int, list[list[Any]]]],
         partition: str,
         units: Sequence[Unit],
+        field: str | None = None,
     ) -> tuple[list[tuple[str, int | None]], list[int]]:
         """One round trip: for every (tree, horizon_ms, dedupe_ms, events) the
         verdict string and the stored watermark; for every unit its applied
-        offset in ``partition`` (-1 when none)."""
+        offset (field ``field`` of its applied hash, default ``partition``; -1
+        when none)."""
 
         def build(pipe: Any) -> None:
             for tree, horizon, dedupe, events in requests:
                 pipe.evalsha(
                     self._shas["verdict"],
                     3,
-                    self.keys.watermark(tree),
-                    self.keys.insert_ids(tree),
-                    self.keys.insert_id_times(tree),
+                    self.verdict_keys.watermark(tree),
+                    self.verdict_keys.insert_ids(tree),
+                    self.verdict_keys.insert_id_times(tree),
                     partition,
                     horizon,
                     dedupe,
                     orjson.dumps(events),
                 )
             for unit in units:
-                pipe.hget(self.keys.applied(unit), partition)
+                pipe.hget(self.keys.applied(unit), field or partition)
 
         replies = self._execute(build)
         verdicts: list[tuple[str, int | None]] = []
@@ -151,20 +173,30 @@ class Store:
         calls: Sequence[tuple[Unit, int, int, dict[str, Any], dict[str, Any]]],
         partition: str,
         watermarks: Sequence[tuple[str, int]] = (),
+        *,
+        field: str | None = None,
+        born: Sequence[tuple[Unit, int]] = (),
+        expire: Sequence[tuple[str, int]] = (),
     ) -> list[bool]:
         """Apply (unit, expected_offset, new_offset, payload, params) calls in one
-        round trip; each returns False when the unit's applied offset was not
+        round trip; each returns False when the unit's applied offset (field
+        ``field`` of its applied hash, default ``partition``) was not
         ``expected_offset`` any more (another worker got there first). Watermarks
         ``(tree, wm)`` are advanced after the applies (standalone: same round trip,
-        in order; cluster: a second round trip)."""
+        in order; cluster: a second round trip). ``born`` ``(unit, offset)``:
+        record, unless already recorded, that the unit's history in ``partition``
+        starts after ``offset`` (queued before the applies). ``expire``
+        ``(key, ttl_ms)``: PEXPIREs queued after the applies."""
 
         def build(pipe: Any) -> None:
+            for unit, offset in born:
+                pipe.hsetnx(self.keys.applied(unit), born_field(partition), str(offset))
             for unit, expected, new, payload, params in calls:
                 pipe.evalsha(
                     self._shas[unit.kind],
                     1,
                     self.keys.applied(unit),
-                    partition,
+                    field or partition,
                     str(expected),
                     str(new),
                     orjson.dumps(payload),
@@ -172,8 +204,10 @@ class Store:
                 )
             if not self.is_cluster:
                 self._advance(pipe, partition, watermarks)
+            for key, ttl_ms in expire:
+                pipe.pexpire(key, ttl_ms)
 
-        results = self._execute(build)[: len(calls)]
+        results = self._execute(build)[len(born) : len(born) + len(calls)]
         ok = [int(r) == 1 for r in results]
         if self.is_cluster and watermarks and all(ok):
             self._execute(lambda pipe: self._advance(pipe, partition, watermarks))
@@ -181,12 +215,12 @@ class Store:
 
     def _advance(self, pipe: Any, partition: str, watermarks: Sequence[tuple[str, int]]) -> None:
         for tree, wm in watermarks:
-            pipe.hset(self.keys.watermark(tree), partition, str(wm))
+            pipe.hset(self.verdict_keys.watermark(tree), partition, str(wm))
 
-    def applied_offsets(self, units: Sequence[Unit], partition: str) -> list[int]:
+    def applied_offsets(self, units: Sequence[Unit], partition: str, field: str | None = None) -> list[int]:
         def build(pipe: Any) -> None:
             for unit in units:
-                pipe.hget(self.keys.applied(unit), partition)
+                pipe.hget(self.keys.applied(unit), field or partition)
 
         return [int(v) if v is not None else -1 for v in self._execute(build)]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from streamer.evaluate.delivery import AlertmanagerSink, Delivery, KafkaSink, Sink, WebhookSink
 from streamer.evaluate.evaluator import Evaluator
 from streamer.spec.model import Tree
+from streamer.state.expiry import touch
 from streamer.state.store import Store
 from streamer.worker.service import redis_client
 from streamer.worker.settings import KafkaSettings, WorkerSettings
@@ -34,12 +36,15 @@ class EvaluationService(mode.Service):
         self.delivery: Delivery | None = None
         self.producer: Any = None
         self.session: Any = None
+        self.store: Store | None = None
+        self._next_touch = 0.0
 
     async def on_start(self) -> None:
         import aiohttp
         from aiokafka import AIOKafkaProducer
 
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
+        self.store = store
         self.evaluator = await asyncio.to_thread(Evaluator, store, self.trees, self.settings.clock)
         self.producer = AIOKafkaProducer(**self.kafka.client_kwargs(), acks="all")
         await self.producer.start()
@@ -55,6 +60,7 @@ class EvaluationService(mode.Service):
     async def tick(self) -> None:
         if self.evaluator is None or self.delivery is None:
             return
+        await self.touch_state()
         try:
             results = await asyncio.to_thread(self.evaluator.run_once)
         except Exception:
@@ -68,6 +74,23 @@ class EvaluationService(mode.Service):
                 logger.warning("divergence %s for %s", event["state"], event["tree"])
         await self.delivery.drain()
         await self.delivery.resend_firing([s for s, _ in results])  # type: ignore[misc]
+
+    async def touch_state(self) -> None:
+        """Every refresh interval: keep the live units' keys from expiring, give
+        orphaned fingerprints a TTL (streamer.state.expiry.touch)."""
+        if self.store is None or self.evaluator is None or time.monotonic() < self._next_touch:
+            return
+        retention = self.settings.retention()
+        plans = [e.plan for e in self.evaluator.trees]
+        self._next_touch = time.monotonic() + min(retention.refresh_every_s(retention.ttl_ms(p)) for p in plans)
+        try:
+            report = await asyncio.to_thread(touch, self.store, plans, retention)
+        except Exception:
+            logger.exception("state touch failed; retrying next tick")
+            self._next_touch = 0.0
+            return
+        if report.expiring:
+            logger.info("state: %d orphaned keys now expire (%d live keys refreshed)", report.expiring, report.refreshed)
 
     async def on_stop(self) -> None:
         if self.producer is not None:

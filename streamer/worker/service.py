@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
+from streamer.state.expiry import Refresher
 from streamer.state.store import Store
 from streamer.worker.consumer import EventConsumer
 from streamer.worker.deadletter import DeadLetters
@@ -69,6 +70,11 @@ class EventService(mode.Service):
         self.events: EventConsumer | None = None
         self._metrics_server: Any = None
 
+    def _applier(self, store: Store, trees: Sequence[Tree]) -> BatchApplier:
+        applier = BatchApplier(store, trees)
+        applier.refresher = Refresher(store.keys, applier.plans, self.settings.retention())
+        return applier
+
     async def on_start(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -79,7 +85,7 @@ class EventService(mode.Service):
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
         # one applier per topic: a tree reads only its own source.topic
         appliers = {
-            topic: await asyncio.to_thread(BatchApplier, store, [t for t in self.trees if t.source.topic == topic])
+            topic: await asyncio.to_thread(self._applier, store, [t for t in self.trees if t.source.topic == topic])
             for topic in source_topics(self.trees)
         }
         client = self.kafka.client_kwargs()

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.state.expiry import Retention
+
 
 class KafkaSettings(BaseSettings):
     """Client settings passed through to aiokafka/kafka-python."""
@@ -96,6 +98,13 @@ class WorkerSettings(BaseSettings):
     snapshots_topic: str = "northstar-snapshots"
     alertmanager_url: str | None = None
     webhook_url: str | None = None
+    # state lifecycle (docs/state.md §5): keys of definitions no longer used expire
+    state_retention_s: float | None = Field(default=None, gt=0)  # default: lateness horizon + grace
+    state_grace_s: int = Field(default=86_400, ge=0)
+    state_refresh_s: float = Field(default=600.0, gt=0)
+
+    def retention(self) -> Retention:
+        return Retention(grace_s=self.state_grace_s, fixed_s=self.state_retention_s, refresh_s=self.state_refresh_s)
 
     @model_validator(mode="after")
     def _distinct_groups(self) -> WorkerSettings:
