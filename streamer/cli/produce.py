@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return usage_error("--partitions must be at least 1")
     kafka = KafkaSettings(**({"bootstrap": args.kafka} if args.kafka else {}))
     if args.partitions:
-        ensure_topic(kafka.bootstrap, args.topic, partitions=args.partitions)
+        ensure_topic(kafka.bootstrap, args.topic, partitions=args.partitions, **kafka.admin_kwargs())
     source = sys.stdin.buffer if str(args.events) == "-" else args.events.open("rb")
     started = time.perf_counter()
     try:
