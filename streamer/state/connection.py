@@ -26,6 +26,7 @@ SCHEMES = ("redis", "rediss")
 TLS_FILE_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 SECRET_PARAMETERS = ("password", "ssl_password")
 MASK = "***"
+_PREFIX = "cannot use Redis at "
 
 
 class RedisConfigError(ValueError):
@@ -117,8 +118,8 @@ def explain(exc: BaseException, url: str) -> str:
 
     reason = scrub(str(exc), url)
     scheme = urlsplit(url).scheme if url else ""
-    if isinstance(exc, RedisConfigError):
-        return reason
+    if isinstance(exc, RedisConfigError) or reason.startswith(_PREFIX):
+        return reason  # explained already
     if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in reason:
         hint = "wrong user name or password (the credentials in the URL)"
     elif "NOAUTH" in reason:
@@ -133,7 +134,7 @@ def explain(exc: BaseException, url: str) -> str:
         hint = "TLS handshake failed: the server does not speak TLS on this port, use redis://"
     else:
         hint = ""
-    return f"cannot use Redis at {redact_url(url)}: {reason}" + (f" ({hint})" if hint else "")
+    return f"{_PREFIX}{redact_url(url)}: {reason}" + (f" ({hint})" if hint else "")
 
 
 def redis_from_url(url: str, *, unreachable_ok: bool = False, **kwargs: Any) -> Any:

@@ -265,7 +265,7 @@ def test_every_route_but_the_public_ones_needs_the_token(seeded: tuple[Store, li
     async def check(client: TestClient[Any, Any]) -> None:
         assert client.app is not None
         paths = concrete_paths(client.app)
-        assert PUBLIC_ROUTES <= set(paths), sorted(paths)
+        assert set(paths) >= PUBLIC_ROUTES, sorted(paths)
         assert len(paths) > len(PUBLIC_ROUTES)
         for name, path in sorted(paths.items()):
             response = await client.get(path, headers=headers)
