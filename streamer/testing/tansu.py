@@ -11,6 +11,7 @@ import contextlib
 import importlib.resources
 import os
 import shutil
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,12 @@ class TansuBroker(ServiceBase):
     text), so Tansu listens on a private plain port, advertises the TLS port,
     and a :class:`~streamer.testing.tls_proxy.TlsProxy` terminates TLS there
     (``require_client_cert``: mutual TLS).
+
+    ``authentication`` passes ``--authentication``: every client must log in
+    with SASL SCRAM-SHA-256/512. With in-memory storage no user can exist (users
+    are created through the broker, which then wants a login first), so such a
+    broker only shows that unauthenticated and wrong logins are refused; its
+    readiness probe is a TCP connect, since metadata needs a login.
     """
 
     service_name = "tansu"
@@ -157,6 +164,7 @@ class TansuBroker(ServiceBase):
         startup_timeout: float = 30.0,
         tls: TlsFiles | None = None,
         require_client_cert: bool = False,
+        authentication: bool = False,
         keep_workdir: bool = False,
     ) -> None:
         super().__init__(workdir, keep_workdir=keep_workdir)
@@ -165,6 +173,7 @@ class TansuBroker(ServiceBase):
         self.startup_timeout = startup_timeout
         self.tls = tls
         self.require_client_cert = require_client_cert
+        self.authentication = authentication
         # the port Tansu itself listens on (behind the TLS proxy when tls is set)
         self.broker_port = free_port(HOST) if tls is not None else self.port
         self._process: ManagedProcess | None = None
@@ -186,6 +195,7 @@ class TansuBroker(ServiceBase):
             f"--listener-url=tcp://{HOST}:{self.broker_port}",
             f"--advertised-listener-url=tcp://{HOST}:{self.port}",
             "--storage-engine=memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
 
     def security(self) -> dict[str, Any]:
@@ -212,10 +222,14 @@ class TansuBroker(ServiceBase):
                 require_client_cert=self.require_client_cert, workdir=self.workdir / "tls-proxy",
             ).start()
         self._process.wait_ready(
-            lambda: kafka_ready(self.bootstrap, **self.security()),
+            self._listening if self.authentication else lambda: kafka_ready(self.bootstrap, **self.security()),
             self.startup_timeout,
             f"tansu broker on {self.bootstrap} (Kafka metadata request)",
         )
+
+    def _listening(self) -> bool:
+        with socket.create_connection((HOST, self.broker_port), timeout=1.0):
+            return True
 
     def _stop(self) -> None:
         if self._proxy is not None:
