@@ -47,7 +47,7 @@ def redact_url(url: str) -> str:
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, MASK if k in SECRET_PARAMETERS else v) for k, v in pairs], safe="/")
+            query = urlencode([(k, MASK if k in SECRET_PARAMETERS else v) for k, v in pairs], safe="/*")
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparseable Redis URL>"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -26,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streamer.state.connection import redis_from_url
@@ -113,9 +115,43 @@ def test_produce_and_worker_over_tls_equal_the_reference(
             with urllib.request.urlopen(worker.metrics_url, timeout=5) as response:
                 metrics = response.read().decode()
             assert not secrets_in(metrics)
+            assert_bounded_labels(metrics, {tree.tree})
         log_text = worker.log_path.read_text(errors="replace")
     assert "assigned" in log_text, "the worker log is empty: nothing was checked"
     assert not secrets_in(log_text)
+    users = user_ids(log.lines)
+    assert users, "the log has no user ids: nothing was checked"
+    assert not users & set(re.findall(r"[\w.@-]+", log_text)), "a user id reached the worker log"
+
+
+def user_ids(lines: list[bytes]) -> set[str]:
+    found = set()
+    for line in lines:
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("user_id"), str):
+            found.add(doc["user_id"])
+    return found
+
+
+def assert_bounded_labels(exposition: str, trees: set[str]) -> None:
+    """Every label of the worker's /metrics is a tree name, a reject reason
+    (a fixed list) or a histogram bucket: nothing from the events themselves."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streamer.events.types import REASONS
+
+    allowed = {"tree": trees, "reason": set(REASONS)}
+    samples = [s for f in text_string_to_metric_families(exposition) for s in f.samples]
+    assert samples
+    for sample in samples:
+        for name, value in sample.labels.items():
+            if name == "le":
+                float(value)  # a bucket bound
+            else:
+                assert value in allowed.get(name, set()), (sample.name, name, value)
 
 
 def _start_producer(client: dict[str, Any]) -> BaseException | None:
