@@ -55,8 +55,10 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import faust
+    from kafka.errors import KafkaError
 
     from streamer.kafka.admin import ensure_topic
+    from streamer.kafka.errors import explain_kafka_error
     from streamer.state.connection import RedisConfigError, redis_from_url
     from streamer.worker.app import create_app
     from streamer.worker.service import source_topics
@@ -68,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
                        socket_timeout=10, socket_connect_timeout=5).close()
     except RedisConfigError as exc:
         fail(str(exc))
-    for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
-                  settings.snapshots_topic]:
-        ensure_topic(kafka.bootstrap, topic, partitions=1, **kafka.admin_kwargs())
+    try:  # also the first Kafka login: wrong credentials or certificates end here
+        for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
+                      settings.snapshots_topic]:
+            ensure_topic(kafka.bootstrap, topic, partitions=1, **kafka.admin_kwargs())
+    except (KafkaError, OSError, KeyError) as exc:
+        fail(explain_kafka_error(exc, kafka))
     app, _ = create_app(settings, kafka, trees)
     logging.getLogger("streamer").setLevel(args.loglevel.upper())
     worker = faust.Worker(app, loglevel=args.loglevel.upper())

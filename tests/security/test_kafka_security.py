@@ -187,7 +187,8 @@ def test_plain_and_untrusting_clients_are_refused(
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text + repr(failure) + repr(failure.__cause__)
 
 
-def test_sasl_wrong_logins_are_refused_and_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_sasl_wrong_logins_are_refused_and_not_logged(caplog: pytest.LogCaptureFixture,
+                                                     tmp_path: Path) -> None:
     with TansuBroker(authentication=True) as broker:
         assert _start_producer({"bootstrap_servers": broker.bootstrap}) is not None
         for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
@@ -200,6 +201,23 @@ def test_sasl_wrong_logins_are_refused_and_not_logged(caplog: pytest.LogCaptureF
             assert failure is not None, mechanism
             assert not secrets_in(repr(failure) + str(failure))
         assert not secrets_in(caplog.text)
+
+        events = tmp_path / "events.jsonl"
+        events.write_text('{"event_type": "lesson_completed", "user_id": "u1"}\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "streamer.cli", "produce", str(events), "--topic", "t"],
+            env=clean_env(NORTHSTAR_KAFKA_BOOTSTRAP=broker.bootstrap,
+                          NORTHSTAR_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                          NORTHSTAR_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+                          NORTHSTAR_KAFKA_SASL_USERNAME="northstar",
+                          NORTHSTAR_KAFKA_SASL_PASSWORD=SASL_PASSWORD),
+            capture_output=True, timeout=120, check=False,
+        )
+        err = done.stderr.decode(errors="replace")
+        assert done.returncode == 1, err
+        assert "the broker refused the SASL login: wrong user name or password" in err
+        assert "SCRAM-SHA-512 as 'northstar'" in err and "Traceback" not in err
+        assert not secrets_in(err + done.stdout.decode(errors="replace"))
         broker_log = broker.log_path.read_text(errors="replace")
         # the plain client was refused; the SCRAM ones got past the mechanism
         # negotiation (no NoSharedMechanism) to the credential check
