@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import redis
@@ -20,7 +20,9 @@ from streamer.testing.process import (
     free_port,
     wait_until,
 )
-from streamer.testing.tls import TlsFiles
+
+if TYPE_CHECKING:  # cryptography is only needed by tests that make certificates
+    from streamer.testing.tls import TlsFiles
 
 HOST = "127.0.0.1"
 _CLUSTER_READY_KEYS = ("cluster_state", "cluster_slots_ok", "cluster_known_nodes")

@@ -14,7 +14,7 @@ import shutil
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.testing.process import (
     ManagedProcess,
@@ -24,8 +24,10 @@ from streamer.testing.process import (
     free_port,
     wait_until,
 )
-from streamer.testing.tls import TlsFiles
-from streamer.testing.tls_proxy import TlsProxy
+
+if TYPE_CHECKING:  # cryptography is only needed by tests that make certificates
+    from streamer.testing.tls import TlsFiles
+    from streamer.testing.tls_proxy import TlsProxy
 
 HOST = "127.0.0.1"
 TANSU_ENV = "NORTHSTAR_TANSU_BIN"
@@ -217,6 +219,8 @@ class TansuBroker(ServiceBase):
         )
         self._process.start()
         if self.tls is not None:
+            from streamer.testing.tls_proxy import TlsProxy
+
             self._proxy = TlsProxy(
                 (HOST, self.broker_port), self.tls, port=self.port,
                 require_client_cert=self.require_client_cert, workdir=self.workdir / "tls-proxy",
