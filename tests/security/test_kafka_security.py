@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streamer.kafka.produce import produce_sync
 from streamer.state.connection import redis_from_url
 from streamer.state.store import Store
 from streamer.testing import RedisServer, TansuBroker
@@ -185,6 +186,16 @@ def test_plain_and_untrusting_clients_are_refused(
         failure = _start_producer(untrusting.client_kwargs())
     assert failure is not None
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text + repr(failure) + repr(failure.__cause__)
+
+
+def test_mutual_tls_needs_the_client_certificate(tls: TlsFiles) -> None:
+    with TansuBroker(tls=tls, require_client_cert=True) as broker:
+        with_cert = KafkaSettings(bootstrap=broker.bootstrap, security_protocol="SSL", ssl_cafile=tls.ca_cert,
+                                  ssl_certfile=tls.client_cert, ssl_keyfile=tls.client_key)
+        assert _start_producer(with_cert.client_kwargs()) is None
+        assert produce_sync([b'{"k": 1}'], "mtls", with_cert.client_kwargs()) == 1
+        without = KafkaSettings(bootstrap=broker.bootstrap, security_protocol="SSL", ssl_cafile=tls.ca_cert)
+        assert _start_producer(without.client_kwargs()) is not None
 
 
 def test_sasl_wrong_logins_are_refused_and_not_logged(caplog: pytest.LogCaptureFixture,
