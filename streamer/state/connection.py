@@ -107,7 +107,7 @@ def is_config_error(exc: BaseException) -> bool:
     import redis
 
     return isinstance(exc, (RedisConfigError, redis.exceptions.AuthenticationError,
-                            redis.exceptions.AuthorizationError)) or (
+                            redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError)) or (
         isinstance(exc, redis.exceptions.RedisError) and _is_tls_verification(exc)
     ) or "NOAUTH" in str(exc) or "WRONGPASS" in str(exc)
 
@@ -122,6 +122,8 @@ def explain(exc: BaseException, url: str) -> str:
         return reason  # explained already
     if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in reason:
         hint = "wrong user name or password (the credentials in the URL)"
+    elif isinstance(exc, redis.exceptions.NoPermissionError):
+        hint = "the ACL user lacks a permission northstar needs (docs/operating.md, Security)"
     elif "NOAUTH" in reason:
         hint = "the server requires a password: put it in the URL (redis://user:password@host:port)"
     elif _is_tls_verification(exc):

@@ -240,6 +240,16 @@ def test_misconfiguration_fails_clearly_without_the_password(
     assert not secrets_in(err)
 
 
+def test_a_user_without_a_needed_permission_is_told_so(secure_redis: RedisServer) -> None:
+    admin = redis_from_url(secure_redis.url)
+    admin.execute_command("ACL", "SETUSER", "noinfo", "on", ">noinfo-pw-7", "~*", "+@all", "-info")
+    admin.close()
+    url = secure_redis.url.replace(f"{USER}:{urlsplit(secure_redis.url).password}@", "noinfo:noinfo-pw-7@")
+    with pytest.raises(RedisConfigError, match="lacks a permission") as raised:
+        redis_from_url(url)
+    assert "noinfo-pw-7" not in str(raised.value)
+
+
 def test_worker_with_a_wrong_password_exits_at_once(secure_redis: RedisServer, tmp_path: Path) -> None:
     """No Kafka needed: the worker checks Redis first and exits 1 instead of
     retrying forever; its output names the problem, not the password."""
