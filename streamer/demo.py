@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-import redis
 
+from streamer.state.connection import redis_from_url
 from streamer.testing import free_port, wait_until
 from streamer.testing.process import ManagedProcess
 
@@ -96,7 +96,8 @@ class Demo:
             "worker", "-d", str(o.definitions), "--metrics-port", str(metrics_port), "--web-port", "0",
             "--session-timeout-ms", "3000", "--evaluate-interval", "1"), env)
         api = self._process("api", _python(
-            "api", "--definitions", str(o.definitions), "--redis", redis_url, "--host", "127.0.0.1",
+            # the URL (and any password in it) reaches the API via $NORTHSTAR_REDIS_URL, not argv
+            "api", "--definitions", str(o.definitions), "--host", "127.0.0.1",
             "--port", str(o.api_port)), env)
         api_url = f"http://127.0.0.1:{o.api_port}"
         wait_until(lambda: _http_ok(api_url + "/healthz"), 60, "the API", log_path=api.log_path,
@@ -131,7 +132,7 @@ class Demo:
         return str(prometheus.url)
 
     def _watch(self, redis_url: str, stop: Callable[[], bool], processes: list[ManagedProcess]) -> int:
-        client = redis.Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         key = f"{NAMESPACE}:{{{self.o.tree}}}:snapshot"
         started = time.monotonic()
         last_state, last_print = "", 0.0

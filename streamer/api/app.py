@@ -1,7 +1,7 @@
 """The aiohttp application of the read side (stateless: run as many as needed).
 
 ``create_app(store, trees, token=...)`` wires the routes (routes.py), the
-JSON errors (errors.py), the bearer token on ``/api/*`` (auth.py), the
+JSON errors (errors.py), the 64 KiB body limit (limits.py), the bearer token on ``/api/*`` (auth.py), the
 snapshot exporter on ``/metrics`` and the snapshot stream (sse.py)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from streamer.api import routes
 from streamer.api.auth import bearer_middleware
 from streamer.api.errors import error_middleware
+from streamer.api.limits import body_limit_middleware
 from streamer.export.collector import SnapshotCollector
 from streamer.spec.model import Tree
 from streamer.state.store import Store
@@ -58,7 +59,7 @@ def create_app(
     SnapshotCollector(store, trees, cache_seconds=metrics_cache_seconds, registry=registry)
     context = routes.Context.build(store, list(trees), registry, poll_interval, heartbeat_interval)
 
-    middlewares: list[Middleware] = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware, body_limit_middleware(CLIENT_MAX_SIZE)]
     if token is not None:
         middlewares.append(bearer_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)

@@ -7,16 +7,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import redis
+from streamer.state.connection import redis_from_url
 
 
 @contextlib.contextmanager
 def bench_redis(url: str | None) -> Iterator[Any]:
-    """A redis-py client for ``url``, or for a temporary redis-server when None."""
+    """A redis-py client for ``url`` (TLS and credentials as in the URL), or for a temporary redis-server when None."""
     if url:
-        yield redis.Redis.from_url(url)
+        yield redis_from_url(url)
         return
     from streamer.testing.redis_server import RedisServer
 
     with RedisServer() as server:
-        yield redis.Redis.from_url(server.url)
+        yield redis_from_url(server.url)

@@ -33,12 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from streamer.bench import ceiling, evaluation, freshness, memory, peers, restart, throughput
 from streamer.bench.sections import PEER_NAMES, SECTIONS
 from streamer.bench.workload import Workload, education_workload, fill_topic
 from streamer.spec.model import Tree
+from streamer.state.connection import redis_from_url
 from streamer.state.evaluate import evaluate
 from streamer.state.store import Store
 from streamer.testing.worker import load_tree, tree_on_topic
@@ -154,8 +153,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
     with _services(config, workdir) as (bootstrap, broker, main_url, scratch_url):
-        client = redis.Redis.from_url(main_url)
-        scratch = redis.Redis.from_url(scratch_url)
+        client = redis_from_url(main_url)
+        scratch = redis_from_url(scratch_url)
         result["machine"]["broker"] = broker
         result["machine"]["redis"] = client.info("server")["redis_version"]
         ctx = _Context(config, throughput.Services(bootstrap, main_url, workdir), client, scratch, log, result)

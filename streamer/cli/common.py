@@ -56,15 +56,9 @@ def load_trees_or_exit(paths: Sequence[Path], only: Sequence[str] | None = None)
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (safe to print)."""
-    from urllib.parse import urlsplit, urlunsplit
+    from streamer.state.connection import redact_url as redact
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 def redis_url(explicit: str | None) -> str:
@@ -78,6 +72,8 @@ def redis_client_or_exit(explicit: str | None, stack: contextlib.ExitStack | Non
     ``stack``, a temporary local redis-server is started and stopped with it."""
     import redis
 
+    from streamer.state.connection import explain, redis_from_url
+
     if explicit is None and "NORTHSTAR_REDIS_URL" not in os.environ and stack is not None:
         from streamer.testing import MissingBinaryError, RedisServer
 
@@ -89,11 +85,6 @@ def redis_client_or_exit(explicit: str | None, stack: contextlib.ExitStack | Non
         explicit = server.url
     url = redis_url(explicit)
     try:
-        client: Any = redis.Redis.from_url(url)
-        client.ping()
-        info = client.info("cluster")
-        if info.get("cluster_enabled"):
-            client = redis.cluster.RedisCluster.from_url(url)
-        return client
+        return redis_from_url(url)
     except (redis.exceptions.RedisError, ValueError) as exc:
-        fail(f"cannot use Redis at {redact_url(url)}: {exc}")
+        fail(explain(exc, url))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamer.cli.common import usage_error
+from streamer.cli.common import fail, usage_error
 
 HELP = "produce a JSONL event file to a Kafka topic, fast (aiokafka batches, keyed by user)"
 
@@ -23,7 +23,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+    from kafka.errors import KafkaError as AdminKafkaError
+
     from streamer.kafka.admin import ensure_topic
+    from streamer.kafka.errors import explain_kafka_error
     from streamer.kafka.produce import produce_sync
     from streamer.worker.settings import KafkaSettings
 
@@ -32,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions is not None and args.partitions < 1:
         return usage_error("--partitions must be at least 1")
     kafka = KafkaSettings(**({"bootstrap": args.kafka} if args.kafka else {}))
-    if args.partitions:
-        ensure_topic(kafka.bootstrap, args.topic, partitions=args.partitions)
     source = sys.stdin.buffer if str(args.events) == "-" else args.events.open("rb")
     started = time.perf_counter()
     try:
+        if args.partitions:
+            ensure_topic(kafka.bootstrap, args.topic, partitions=args.partitions, **kafka.admin_kwargs())
         lines = (line.rstrip(b"\n") for line in source if line.strip())
         sent = produce_sync(lines, args.topic, kafka.client_kwargs())
+    except (KafkaError, AdminKafkaError, OSError, KeyError) as exc:
+        fail(explain_kafka_error(exc, kafka))
     finally:
         if source is not sys.stdin.buffer:
             source.close()

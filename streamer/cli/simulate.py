@@ -84,13 +84,15 @@ def _stream(args: argparse.Namespace) -> int:
 
     from streamer.kafka.admin import ensure_topic
     from streamer.sim.stream import StreamPlan, stream
+    from streamer.worker.settings import KafkaSettings
 
     plan = StreamPlan(
         tree=args.tree, topic=args.topic, start_ms=args.start, backfill_days=args.backfill_days,
         scenario=args.scenario, switch_to=args.switch_to, switch_after_days=args.switch_after_days,
         speed=args.speed, rate=args.rate, seed=args.seed,
     )
-    ensure_topic(args.kafka, args.topic, partitions=1)
+    kafka = KafkaSettings(bootstrap=args.kafka)  # TLS/SASL from $NORTHSTAR_KAFKA_*
+    ensure_topic(kafka.bootstrap, args.topic, partitions=1, **kafka.admin_kwargs())
     deadline = None if args.duration is None else time.monotonic() + args.duration
     last = [0.0]
 
@@ -103,7 +105,7 @@ def _stream(args: argparse.Namespace) -> int:
         return deadline is not None and time.monotonic() >= deadline
 
     try:
-        sent = asyncio.run(stream(plan, {"bootstrap_servers": args.kafka}, stop=stop, progress=progress))
+        sent = asyncio.run(stream(plan, kafka.client_kwargs(), stop=stop, progress=progress))
     except KeyboardInterrupt:
         return 130
     sys.stderr.write(f"northstar: {sent} events sent\n")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from streamer.cli.common import load_trees_or_exit
+from streamer.cli.common import fail, load_trees_or_exit
 
 HELP = "consume product events from Kafka and keep every tree's state in Redis"
 
@@ -55,16 +55,27 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import faust
+    from kafka.errors import KafkaError
 
     from streamer.kafka.admin import ensure_topic
+    from streamer.kafka.errors import explain_kafka_error
+    from streamer.state.connection import RedisConfigError, redis_from_url
     from streamer.worker.app import create_app
     from streamer.worker.service import source_topics
 
     settings, kafka = settings_from(args)
     trees = load_trees_or_exit(settings.definitions)
-    for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
-                  settings.snapshots_topic]:
-        ensure_topic(kafka.bootstrap, topic, partitions=1, **kafka.admin_kwargs())
+    try:  # wrong credentials or certificates: exit now, not retry forever
+        redis_from_url(settings.redis_url.get_secret_value(), unreachable_ok=True,
+                       socket_timeout=10, socket_connect_timeout=5).close()
+    except RedisConfigError as exc:
+        fail(str(exc))
+    try:  # also the first Kafka login: wrong credentials or certificates end here
+        for topic in [*source_topics(trees), settings.dead_letter_topic, settings.alerts_topic,
+                      settings.snapshots_topic]:
+            ensure_topic(kafka.bootstrap, topic, partitions=1, **kafka.admin_kwargs())
+    except (KafkaError, OSError, KeyError) as exc:
+        fail(explain_kafka_error(exc, kafka))
     app, _ = create_app(settings, kafka, trees)
     logging.getLogger("streamer").setLevel(args.loglevel.upper())
     worker = faust.Worker(app, loglevel=args.loglevel.upper())

@@ -67,8 +67,8 @@ async def send_lines(producer: Any, lines: Iterable[bytes], topic: str, *, linge
 async def produce(lines: Iterable[bytes], topic: str, client: dict[str, Any]) -> int:
     """Send every line to ``topic`` with a producer of its own; returns how many."""
     producer = new_producer(client)
-    await producer.start()
     try:
+        await producer.start()  # inside: a failed start (e.g. a refused login) still closes it
         return await send_lines(producer, lines, topic)
     finally:
         await producer.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import subprocess
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,6 +20,9 @@ from streamer.testing.process import (
     free_port,
     wait_until,
 )
+
+if TYPE_CHECKING:  # cryptography is only needed by tests that make certificates
+    from streamer.testing.tls import TlsFiles
 
 HOST = "127.0.0.1"
 _CLUSTER_READY_KEYS = ("cluster_state", "cluster_slots_ok", "cluster_known_nodes")
@@ -51,14 +54,24 @@ class RedisServer(ServiceBase):
         port: int | None = None,
         appendonly: bool = False,
         password: str | None = None,
+        username: str | None = None,
+        tls: TlsFiles | None = None,
+        tls_client_auth: bool = False,
         cluster_enabled: bool = False,
         startup_timeout: float = 20.0,
         keep_workdir: bool = False,
     ) -> None:
         super().__init__(workdir, keep_workdir=keep_workdir)
+        if username is not None and not password:
+            raise ValueError("an ACL user needs a password")
+        if tls_client_auth and tls is None:
+            raise ValueError("tls_client_auth needs tls")
         self.port = free_port(HOST) if port is None else port
         self.appendonly = appendonly
         self.password = password
+        self.username = username
+        self.tls = tls
+        self.tls_client_auth = tls_client_auth
         self.cluster_enabled = cluster_enabled
         # Redis 7 lets the cluster bus port be chosen; the default (port + 10000)
         # could collide with another process or exceed 65535.
@@ -72,8 +85,30 @@ class RedisServer(ServiceBase):
 
     @property
     def url(self) -> str:
-        auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{HOST}:{self.port}/0"
+        """The URL a northstar client needs (credentials and CA file included)."""
+        user = quote(self.username, safe="") if self.username else ""
+        auth = f"{user}:{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}{HOST}:{self.port}/0"
+        return f"rediss://{auth}{HOST}:{self.port}/0?{urlencode(self.tls_query())}"
+
+    def tls_query(self) -> dict[str, str]:
+        """redis-py URL query parameters for this server's TLS (empty without TLS)."""
+        if self.tls is None:
+            return {}
+        query = {"ssl_ca_certs": str(self.tls.ca_cert)}
+        if self.tls_client_auth:
+            query |= {"ssl_certfile": str(self.tls.client_cert), "ssl_keyfile": str(self.tls.client_key)}
+        return query
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """redis-py keyword arguments equivalent to ``url``."""
+        kwargs: dict[str, Any] = {"host": HOST, "port": self.port, "password": self.password}
+        if self.username:
+            kwargs["username"] = self.username
+        if self.tls is not None:
+            kwargs |= {"ssl": True, **self.tls_query()}
+        return kwargs
 
     @property
     def log_path(self) -> Path:
@@ -92,14 +127,36 @@ class RedisServer(ServiceBase):
         }
         if self.appendonly:
             options["appendfsync"] = "always"
-        if self.password:
+        if self.username:
+            options["aclfile"] = str(self._write_acl())
+        elif self.password:
             options["requirepass"] = self.password
+        if self.tls is not None:
+            options |= {
+                "port": "0",
+                "tls-port": str(self.port),
+                "tls-cert-file": str(self.tls.server_cert),
+                "tls-key-file": str(self.tls.server_key),
+                "tls-ca-cert-file": str(self.tls.ca_cert),
+                "tls-auth-clients": "yes" if self.tls_client_auth else "no",
+            }
+            if self.cluster_enabled:
+                options |= {"tls-cluster": "yes", "tls-replication": "yes"}
         if self.cluster_enabled:
             options["cluster-enabled"] = "yes"
             options["cluster-config-file"] = str(self.workdir / "nodes.conf")
             options["cluster-port"] = str(self.cluster_bus_port)
             options["cluster-node-timeout"] = "5000"
         return options
+
+    def _write_acl(self) -> Path:
+        path = self.workdir / "users.acl"
+        assert self.username is not None and self.password is not None
+        if any(c.isspace() for c in self.username + self.password):
+            raise ValueError("ACL user names and passwords here must not contain whitespace")
+        path.write_text(f"user default off\nuser {self.username} on >{self.password} ~* &* +@all\n")
+        path.chmod(0o600)
+        return path
 
     def argv(self) -> list[str]:
         argv = [redis_server_binary()]
@@ -109,7 +166,7 @@ class RedisServer(ServiceBase):
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new redis-py client on this server (the caller closes it)."""
-        return redis.Redis(host=HOST, port=self.port, password=self.password, **kwargs)
+        return redis.Redis(**self.client_kwargs(), **kwargs)
 
     def ping(self) -> bool:
         """One PING without client retries, so a probe never outlasts ~1 s."""
@@ -158,6 +215,8 @@ class RedisCluster(ServiceBase):
         *,
         masters: int = 3,
         password: str | None = None,
+        username: str | None = None,
+        tls: TlsFiles | None = None,
         startup_timeout: float = 30.0,
         keep_workdir: bool = False,
     ) -> None:
@@ -165,11 +224,15 @@ class RedisCluster(ServiceBase):
             raise ValueError("a Redis Cluster needs at least 3 masters")
         super().__init__(workdir, keep_workdir=keep_workdir)
         self.password = password
+        self.username = username
+        self.tls = tls
         self.startup_timeout = startup_timeout
         self.nodes = [
             RedisServer(
                 self.workdir / f"node{index}",
                 password=password,
+                username=username,
+                tls=tls,
                 cluster_enabled=True,
                 startup_timeout=startup_timeout,
             )
@@ -204,6 +267,10 @@ class RedisCluster(ServiceBase):
 
     def _create(self) -> None:
         argv = [redis_cli_binary()]
+        if self.tls is not None:
+            argv += ["--tls", "--cacert", str(self.tls.ca_cert)]
+        if self.username:
+            argv += ["--user", self.username]
         if self.password:
             argv += ["--no-auth-warning", "-a", self.password]
         argv += ["--cluster", "create"]

@@ -11,8 +11,10 @@ import contextlib
 import importlib.resources
 import os
 import shutil
+import socket
+import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.testing.process import (
     ManagedProcess,
@@ -22,6 +24,10 @@ from streamer.testing.process import (
     free_port,
     wait_until,
 )
+
+if TYPE_CHECKING:  # cryptography is only needed by tests that make certificates
+    from streamer.testing.tls import TlsFiles
+    from streamer.testing.tls_proxy import TlsProxy
 
 HOST = "127.0.0.1"
 TANSU_ENV = "NORTHSTAR_TANSU_BIN"
@@ -64,7 +70,7 @@ def tansu_binary() -> str:
     return on_path
 
 
-def _admin(bootstrap: str, timeout_ms: int = 3000) -> Any:
+def _admin(bootstrap: str, timeout_ms: int = 3000, **security: Any) -> Any:
     # Imported here: kafka-python is slow to import and warns at import time.
     from kafka.admin import KafkaAdminClient
 
@@ -72,6 +78,7 @@ def _admin(bootstrap: str, timeout_ms: int = 3000) -> Any:
         "bootstrap_servers": bootstrap,
         "client_id": "northstar-testing",
         "request_timeout_ms": timeout_ms,
+        **security,
     }
     # kafka-python 2.x and 3.x name the connect timeout differently and reject
     # unknown keys; bound it so a probe never blocks past the caller's deadline.
@@ -81,9 +88,10 @@ def _admin(bootstrap: str, timeout_ms: int = 3000) -> Any:
     return KafkaAdminClient(**configs)
 
 
-def kafka_ready(bootstrap: str) -> bool:
-    """True once a Kafka metadata request to ``bootstrap`` lists at least one broker."""
-    admin = _admin(bootstrap)
+def kafka_ready(bootstrap: str, **security: Any) -> bool:
+    """True once a Kafka metadata request to ``bootstrap`` lists at least one broker
+    (``security``: kafka-python settings such as ``security_protocol``, ``ssl_context``)."""
+    admin = _admin(bootstrap, **security)
     try:
         cluster = admin.describe_cluster()
     finally:
@@ -98,6 +106,7 @@ def create_topic(
     *,
     replication_factor: int = 1,
     timeout: float = 30.0,
+    **security: Any,
 ) -> None:
     """Create topic ``name`` and wait until its metadata shows ``partitions`` healthy partitions.
 
@@ -107,7 +116,7 @@ def create_topic(
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, **security)
     try:
         with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(name, partitions, replication_factor)])
@@ -130,7 +139,21 @@ def create_topic(
 
 
 class TansuBroker(ServiceBase):
-    """A Tansu broker on 127.0.0.1 with in-memory storage; ``bootstrap`` is "127.0.0.1:PORT"."""
+    """A Tansu broker on 127.0.0.1 with in-memory storage; ``bootstrap`` is "127.0.0.1:PORT".
+
+    With ``tls``, ``bootstrap`` speaks only TLS (``security_protocol="SSL"``):
+    Tansu 0.6.0's own ``--cert``/``--key`` cannot be used (the two flags are
+    declared mutually exclusive, and either alone leaves the listener in plain
+    text), so Tansu listens on a private plain port, advertises the TLS port,
+    and a :class:`~streamer.testing.tls_proxy.TlsProxy` terminates TLS there
+    (``require_client_cert``: mutual TLS).
+
+    ``authentication`` passes ``--authentication``: every client must log in
+    with SASL SCRAM-SHA-256/512. With in-memory storage no user can exist (users
+    are created through the broker, which then wants a login first), so such a
+    broker only shows that unauthenticated and wrong logins are refused; its
+    readiness probe is a TCP connect, since metadata needs a login.
+    """
 
     service_name = "tansu"
 
@@ -141,13 +164,22 @@ class TansuBroker(ServiceBase):
         port: int | None = None,
         cluster_id: str = "northstar_test",
         startup_timeout: float = 30.0,
+        tls: TlsFiles | None = None,
+        require_client_cert: bool = False,
+        authentication: bool = False,
         keep_workdir: bool = False,
     ) -> None:
         super().__init__(workdir, keep_workdir=keep_workdir)
         self.port = free_port(HOST) if port is None else port
         self.cluster_id = cluster_id
         self.startup_timeout = startup_timeout
+        self.tls = tls
+        self.require_client_cert = require_client_cert
+        self.authentication = authentication
+        # the port Tansu itself listens on (behind the TLS proxy when tls is set)
+        self.broker_port = free_port(HOST) if tls is not None else self.port
         self._process: ManagedProcess | None = None
+        self._proxy: TlsProxy | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -158,18 +190,27 @@ class TansuBroker(ServiceBase):
         return self.workdir / "tansu.log"
 
     def argv(self) -> list[str]:
-        url = f"tcp://{HOST}:{self.port}"
         return [
             tansu_binary(),
             "broker",
             f"--cluster-id={self.cluster_id}",
-            f"--listener-url={url}",
-            f"--advertised-listener-url={url}",
+            f"--listener-url=tcp://{HOST}:{self.broker_port}",
+            f"--advertised-listener-url=tcp://{HOST}:{self.port}",
             "--storage-engine=memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
 
+    def security(self) -> dict[str, Any]:
+        """Client settings (aiokafka and kafka-python) to reach ``bootstrap``."""
+        if self.tls is None:
+            return {}
+        context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        if self.require_client_cert:
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return {"security_protocol": "SSL", "ssl_context": context}
+
     def create_topic(self, name: str, partitions: int = 1) -> None:
-        create_topic(self.bootstrap, name, partitions)
+        create_topic(self.bootstrap, name, partitions, **self.security())
 
     def _start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_DEFAULTS}
@@ -177,13 +218,27 @@ class TansuBroker(ServiceBase):
             f"tansu :{self.port}", self.argv(), log_path=self.log_path, cwd=self.workdir, env=env
         )
         self._process.start()
+        if self.tls is not None:
+            from streamer.testing.tls_proxy import TlsProxy
+
+            self._proxy = TlsProxy(
+                (HOST, self.broker_port), self.tls, port=self.port,
+                require_client_cert=self.require_client_cert, workdir=self.workdir / "tls-proxy",
+            ).start()
         self._process.wait_ready(
-            lambda: kafka_ready(self.bootstrap),
+            self._listening if self.authentication else lambda: kafka_ready(self.bootstrap, **self.security()),
             self.startup_timeout,
             f"tansu broker on {self.bootstrap} (Kafka metadata request)",
         )
 
+    def _listening(self) -> bool:
+        with socket.create_connection((HOST, self.broker_port), timeout=1.0):
+            return True
+
     def _stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         if self._process is not None:
             self._process.stop()
             self._process = None

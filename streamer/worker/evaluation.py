@@ -52,9 +52,9 @@ class EvaluationService(mode.Service):
         sinks: list[Sink] = [KafkaSink(self.producer, self.settings.alerts_topic)]
         if self.settings.alertmanager_url:
             resend = int(max(60.0, self.settings.evaluate_interval_s) * 1000)
-            sinks.append(AlertmanagerSink(self.settings.alertmanager_url, self.session, resend))
+            sinks.append(AlertmanagerSink(self.settings.alertmanager_url.get_secret_value(), self.session, resend))
         if self.settings.webhook_url:
-            sinks.append(WebhookSink(self.settings.webhook_url, self.session))
+            sinks.append(WebhookSink(self.settings.webhook_url.get_secret_value(), self.session))
         self.delivery = Delivery(store.client, store.keys, [t.tree for t in self.trees], sinks)
 
     async def tick(self) -> None:

@@ -30,16 +30,12 @@ def source_topics(trees: Sequence[Tree]) -> list[str]:
 
 
 def redis_client(url: str) -> Any:
-    """A redis-py client for ``url``; a Redis Cluster client when the server says so."""
-    import redis
+    """A redis-py client for ``url`` (see ``streamer.state.connection``); a Redis
+    Cluster client when the server says so. Wrong credentials or an untrusted
+    certificate raise ``RedisConfigError``; an unreachable server is retried per batch."""
+    from streamer.state.connection import redis_from_url
 
-    client: Any = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        if client.info("cluster").get("cluster_enabled"):
-            return redis.cluster.RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-    except redis.exceptions.ConnectionError:
-        logger.warning("Redis not reachable yet at start; will retry per batch")
-    return client
+    return redis_from_url(url, unreachable_ok=True, socket_timeout=10, socket_connect_timeout=5)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,9 +43,9 @@ class KafkaSettings(BaseSettings):
         return kwargs
 
 
-    def admin_kwargs(self) -> dict[str, object]:
+    def admin_kwargs(self) -> dict[str, Any]:
         """The same security settings for kafka-python's admin client."""
-        kwargs: dict[str, object] = {"security_protocol": self.security_protocol}
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
@@ -96,8 +96,9 @@ class WorkerSettings(BaseSettings):
     clock: Literal["watermark", "wall"] = "watermark"
     alerts_topic: str = "northstar-alerts"
     snapshots_topic: str = "northstar-snapshots"
-    alertmanager_url: str | None = None
-    webhook_url: str | None = None
+    # URLs may carry credentials (user:password@) or a token in the path
+    alertmanager_url: SecretStr | None = None
+    webhook_url: SecretStr | None = None
     # state lifecycle (docs/state.md §5): keys of definitions no longer used expire
     state_retention_s: float | None = Field(default=None, gt=0)  # default: lateness horizon + grace
     state_grace_s: int = Field(default=86_400, ge=0)

@@ -241,6 +241,66 @@ def test_api_routes_need_the_token(seeded: tuple[Store, list[Tree]], headers: di
     call(seeded, check)
 
 
+# the routes anyone may call (docs/operating.md, "Security"): health, the
+# Prometheus exposition (bounded labels, no user ids), the OpenAPI document
+# and the tree page (an HTML shell without values, which asks for the token)
+PUBLIC_ROUTES = {"healthz", "metrics", "openapi", "tree_page"}
+PATH_VALUES = {"tree": "education", "metric": "weekly_learning_minutes"}
+
+
+def concrete_paths(app: web.Application) -> dict[str, str]:
+    """Route name -> a callable path of every named route of ``app``."""
+    paths: dict[str, str] = {}
+    for resource in app.router.resources():
+        info = resource.get_info()
+        template = info.get("path") or info.get("formatter")
+        assert resource.name and template, f"unnamed route {resource!r}"
+        paths[resource.name] = template.format(**PATH_VALUES)
+    return paths
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}])
+def test_every_route_but_the_public_ones_needs_the_token(seeded: tuple[Store, list[Tree]],
+                                                          headers: dict[str, str]) -> None:
+    async def check(client: TestClient[Any, Any]) -> None:
+        assert client.app is not None
+        paths = concrete_paths(client.app)
+        assert set(paths) >= PUBLIC_ROUTES, sorted(paths)
+        assert len(paths) > len(PUBLIC_ROUTES)
+        for name, path in sorted(paths.items()):
+            response = await client.get(path, headers=headers)
+            if name in PUBLIC_ROUTES:
+                assert response.status == 200, (name, path, response.status)
+                continue
+            assert response.status == 401, (name, path, response.status)
+            assert response.headers["WWW-Authenticate"].startswith('Bearer realm="northstar"')
+            assert_error(await response.json(), "unauthorized")
+            if name != "stream":  # the token opens the same route (groups: 404, not a group metric)
+                assert (await client.get(path, headers=AUTH)).status in (200, 404), (name, path)
+
+    call(seeded, check)
+
+
+def test_oversize_bodies_are_refused_with_413(seeded: tuple[Store, list[Tree]]) -> None:
+    limit = 64 * 1024
+
+    async def chunks(total: int) -> AsyncIterator[bytes]:
+        for _ in range(total // 8192):
+            yield b"x" * 8192
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        for path, headers in (("/api/v1/trees", AUTH), ("/api/v1/trees", {}), ("/healthz", {})):
+            response = await client.get(path, headers=headers, data=b"x" * (limit + 1))
+            assert response.status == 413, (path, headers)
+            assert_error(await response.json(), "payload_too_large", str(limit))
+            response = await client.get(path, headers=headers, data=chunks(limit + 8192))
+            assert response.status == 413, ("chunked", path, headers)
+        # at the limit, the body is no reason to refuse
+        await get_json(client, "/api/v1/trees", data=b"x" * limit)
+
+    call(seeded, check)
+
+
 def test_the_right_token_opens_the_api(seeded: tuple[Store, list[Tree]]) -> None:
     async def check(client: TestClient[Any, Any]) -> None:
         await get_json(client, "/api/v1/trees")
