@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streamer.events.decode import Decoder
 from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
 from streamer.state.store import Store
 from streamer.windows.aggregate import Aggregator
+from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree
 
 MAX_CAS_RETRIES = 5
@@ -51,12 +54,39 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
     return {}
 
 
+@dataclass
+class _Target:
+    """One unit (or one breakdown label's sub-unit) a batch may apply to."""
+
+    unit: Unit
+    aggregator: Aggregator
+    params: dict[str, Any]
+    events: list[tuple[int, Event]]
+    offset: int
+    always: bool  # a whole unit records its offset even with nothing to add
+
+    def due(self, last: int) -> bool:
+        return self.offset < last and (self.always or any(off > self.offset for off, _ in self.events))
+
+
+class _Breakdown:
+    """A broken-down metric's unit on the write path: its labeler and the
+    aggregator shared by its label sub-units."""
+
+    def __init__(self, labeler: Labeler, plan: Plan) -> None:
+        self.labeler = labeler
+        self.aggregator = Aggregator(labeler.plan.unit, plan.resolution_ms)
+        self.params = unit_params(labeler.plan.unit, plan)
+
+
 class _TreeState:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.decoder = Decoder(plan.tree.source)
         self.aggregators = [Aggregator(u, plan.resolution_ms) for u in plan.units]
         self.params = [unit_params(u, plan) for u in plan.units]
+        unique = {b.unit.fingerprint: b for b in compile_breakdowns(plan).values()}
+        self.breakdowns = [_Breakdown(Labeler(b), plan) for b in unique.values()]
 
 
 class BatchApplier:
@@ -97,7 +127,21 @@ class BatchApplier:
             )
             for ts, events in zip(self.trees, decoded, strict=True)
         ]
-        verdicts, offsets = self.store.verdicts_and_offsets(requests, partition, self.units)
+        # breakdowns: admit the batch's new values in the same round trip
+        admissions: list[tuple[_Breakdown, list[str]]] = []
+        for ts, events in zip(self.trees, decoded, strict=True):
+            for bd in ts.breakdowns:
+                admissions.append((bd, bd.labeler.candidates([ev for _, ev in events])))
+        scripts = [
+            ("labels", self.store.keys.unit(bd.labeler.plan.unit, REGISTRY),
+             [partition, bd.labeler.plan.max_values, orjson.dumps(values)])
+            for bd, values in admissions
+        ]
+        verdicts, offsets, labelled = self.store.first_round_trip(requests, partition, self.units, scripts)
+        label_offsets: dict[str, list[int]] = {}
+        for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
+            bd.labeler.learn(values, [int(i) for i in indexes], int(size))
+            label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
 
         accepted: list[list[tuple[int, Event]]] = []
         watermarks: list[tuple[str, int]] = []
@@ -112,28 +156,33 @@ class BatchApplier:
             if wm is not None and (stored_wm is None or wm > stored_wm):
                 watermarks.append((name, wm))
 
+        targets: list[_Target] = []
+        index = 0
+        for ts, kept in zip(self.trees, accepted, strict=True):
+            for agg, params in zip(ts.aggregators, ts.params, strict=True):
+                targets.append(_Target(agg.unit, agg, params, kept, offsets[index], True))
+                index += 1
+            for bd in ts.breakdowns:
+                stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
+                for label, events in sorted(bd.labeler.split(kept).items()):
+                    unit = bd.labeler.plan.label_unit(label)
+                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], False))
+
         last = records[-1][0]
-        pending = list(range(len(self.units)))
+        pending = [t for t in targets if t.due(last)]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
-            index = 0
-            call_units: list[int] = []
-            for ts, kept in zip(self.trees, accepted, strict=True):
-                for agg, params in zip(ts.aggregators, ts.params, strict=True):
-                    if index in pending and offsets[index] < last:
-                        fresh = [ev for off, ev in kept if off > offsets[index]]
-                        payload = agg.payload(fresh) or {}
-                        calls.append((agg.unit, offsets[index], last, _complete(agg.unit, payload), params))
-                        call_units.append(index)
-                    index += 1
+            for t in pending:
+                payload = t.aggregator.payload([ev for off, ev in t.events if off > t.offset]) or {}
+                calls.append((t.unit, t.offset, last, _complete(t.unit, payload), t.params))
             ok = self.store.apply(calls, partition, watermarks)
-            pending = [i for i, good in zip(call_units, ok, strict=True) if not good]
-            if not pending:
+            failed = [t for t, good in zip(pending, ok, strict=True) if not good]
+            if not failed:
                 return result
-            fresh_offsets = self.store.applied_offsets([self.units[i] for i in pending], partition)
-            for i, off in zip(pending, fresh_offsets, strict=True):
-                offsets[i] = off
-        raise EngineError(f"units kept changing under us in partition {partition}: {pending}")
+            for t, off in zip(failed, self.store.applied_offsets([t.unit for t in failed], partition), strict=True):
+                t.offset = off
+            pending = [t for t in failed if t.due(last)]
+        raise EngineError(f"units kept changing under us in partition {partition}: {[t.unit.tag for t in pending]}")
 
 
 _EMPTY: dict[str, dict[str, Any]] = {
