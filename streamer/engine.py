@@ -166,7 +166,8 @@ class BatchApplier:
                 stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
                 for label, events in sorted(bd.labeler.split(kept).items()):
                     unit = bd.labeler.plan.label_unit(label)
-                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], False))
+                    offset = stored_offsets[label]
+                    targets.append(_Target(unit, bd.aggregator, bd.params, events, offset, False))
 
         last = records[-1][0]
         pending = [t for t in targets if t.due(last)]
@@ -179,10 +180,12 @@ class BatchApplier:
             failed = [t for t, good in zip(pending, ok, strict=True) if not good]
             if not failed:
                 return result
-            for t, off in zip(failed, self.store.applied_offsets([t.unit for t in failed], partition), strict=True):
+            fresh = self.store.applied_offsets([t.unit for t in failed], partition)
+            for t, off in zip(failed, fresh, strict=True):
                 t.offset = off
             pending = [t for t in failed if t.due(last)]
-        raise EngineError(f"units kept changing under us in partition {partition}: {[t.unit.tag for t in pending]}")
+        names = [t.unit.tag + t.unit.part for t in pending]
+        raise EngineError(f"units kept changing under us in partition {partition}: {names}")
 
 
 _EMPTY: dict[str, dict[str, Any]] = {

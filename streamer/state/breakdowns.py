@@ -11,7 +11,13 @@ from typing import Any
 
 from streamer.state.evaluate import Value, read_tree
 from streamer.state.store import Store
-from streamer.windows.breakdown import OTHER, OTHER_INDEX, REGISTRY, BreakdownPlan, compile_breakdowns
+from streamer.windows.breakdown import (
+    OTHER,
+    OTHER_INDEX,
+    REGISTRY,
+    BreakdownPlan,
+    compile_breakdowns,
+)
 from streamer.windows.units import Plan, Reader
 
 

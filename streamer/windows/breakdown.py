@@ -26,7 +26,7 @@ import orjson
 from streamer.events.fields import entity_key, field_value
 from streamer.events.types import Event
 from streamer.windows.filters import Predicate, compile_filter
-from streamer.windows.units import DiffCount, HllCount, Plan, Reader, Unit, WindowSum
+from streamer.windows.units import DiffCount, HllCount, Plan, Unit, WindowSum
 
 BREAKDOWN_VERSION = 1
 """Bumped when the layout of breakdown state or the labelling rule changes."""
@@ -67,7 +67,8 @@ def compile_breakdowns(plan: Plan) -> dict[str, BreakdownPlan]:
         if metric.breakdown is None:
             continue
         reader = plan.readers[metric.name]
-        if not isinstance(reader, WindowSum | DiffCount | HllCount) or reader.unit.kind not in ("sum", "entity", "hll"):
+        kinds = ("sum", "entity", "hll")
+        if not isinstance(reader, WindowSum | DiffCount | HllCount) or reader.unit.kind not in kinds:
             raise ValueError(f"metric {metric.name!r}: breakdowns apply to count, sum and distinct only")
         base = reader.unit
         spec = {"property": metric.breakdown.property, "max_values": metric.breakdown.max_values}
@@ -75,7 +76,7 @@ def compile_breakdowns(plan: Plan) -> dict[str, BreakdownPlan]:
         digest = hashlib.sha1(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
         unit = Unit(base.kind, base.tree, {**base.params, "breakdown": spec}, digest, base.filters)
         out[metric.name] = BreakdownPlan(
-            metric.name, unit, replace(reader, unit=unit), metric.breakdown.property, metric.breakdown.max_values
+            metric.name, unit, replace(reader, unit=unit), spec["property"], metric.breakdown.max_values
         )
     return out
 

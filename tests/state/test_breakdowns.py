@@ -22,8 +22,9 @@ from streamer.testing.services import RedisClusterService
 from streamer.windows.breakdown import compile_breakdowns
 from tests.eventlog import MS_PER_DAY, GeneratedLog, LogKnobs, default_knobs, generate
 from tests.reference import (
-    Reference,
     breakdown_values as reference_breakdown,
+)
+from tests.reference import (
     first_values,
     ingest,
     seen_events,
