@@ -71,12 +71,13 @@ def compile_breakdowns(plan: Plan) -> dict[str, BreakdownPlan]:
         if not isinstance(reader, WindowSum | DiffCount | HllCount) or reader.unit.kind not in kinds:
             raise ValueError(f"metric {metric.name!r}: breakdowns apply to count, sum and distinct only")
         base = reader.unit
-        spec = {"property": metric.breakdown.property, "max_values": metric.breakdown.max_values}
+        field_ref, cap = metric.breakdown.property, metric.breakdown.max_values
+        spec = {"property": field_ref, "max_values": cap}
         identity = {"v": BREAKDOWN_VERSION, "base": base.fingerprint, **spec}
         digest = hashlib.sha1(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
         unit = Unit(base.kind, base.tree, {**base.params, "breakdown": spec}, digest, base.filters)
         out[metric.name] = BreakdownPlan(
-            metric.name, unit, replace(reader, unit=unit), spec["property"], metric.breakdown.max_values
+            metric.name, unit, replace(reader, unit=unit), field_ref, cap
         )
     return out
 
