@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streamer.events.decode import Decoder
 from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
 from streamer.state.expiry import Refresher
 from streamer.state.store import Store, backfill_field
 from streamer.windows.aggregate import Aggregator
+from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree
 
 MAX_CAS_RETRIES = 5
@@ -57,9 +60,40 @@ class Backfill:
     """Apply a batch as a backfill (streamer/backfill.py): only to the units
     in ``limits`` (unit index -> last offset of the partition that is missing
     from it), each up to its limit, guarded by its own backfill offset
-    instead of the live one."""
+    instead of the live one. Breakdown labels are not backfilled."""
 
     limits: dict[int, int]
+
+
+@dataclass
+class _Target:
+    """One unit (or one breakdown label's sub-unit) a batch may apply to."""
+
+    unit: Unit
+    aggregator: Aggregator
+    params: dict[str, Any]
+    events: list[tuple[int, Event]]
+    offset: int
+    end: int  # last offset this batch may apply to the target
+    always: bool  # a whole unit records its offset even with nothing to add
+
+    def fresh(self) -> list[Event]:
+        return [ev for off, ev in self.events if self.offset < off <= self.end]
+
+    def due(self) -> bool:
+        return self.offset < self.end and (
+            self.always or any(self.offset < off <= self.end for off, _ in self.events)
+        )
+
+
+class _Breakdown:
+    """A broken-down metric's unit on the write path: its labeler and the
+    aggregator shared by its label sub-units."""
+
+    def __init__(self, labeler: Labeler, plan: Plan) -> None:
+        self.labeler = labeler
+        self.aggregator = Aggregator(labeler.plan.unit, plan.resolution_ms)
+        self.params = unit_params(labeler.plan.unit, plan)
 
 
 class _TreeState:
@@ -68,6 +102,8 @@ class _TreeState:
         self.decoder = Decoder(plan.tree.source)
         self.aggregators = [Aggregator(u, plan.resolution_ms) for u in plan.units]
         self.params = [unit_params(u, plan) for u in plan.units]
+        unique = {b.unit.fingerprint: b for b in compile_breakdowns(plan).values()}
+        self.breakdowns = [_Breakdown(Labeler(b), plan) for b in unique.values()]
 
 
 class BatchApplier:
@@ -118,8 +154,22 @@ class BatchApplier:
             )
             for ts, events in zip(self.trees, decoded, strict=True)
         ]
+        # breakdowns: admit the batch's new values in the same round trip
+        admissions: list[tuple[_Breakdown, list[str]]] = []
+        for ts, events in zip(self.trees, decoded, strict=True):
+            for bd in ts.breakdowns if backfill is None else ():
+                admissions.append((bd, bd.labeler.candidates([ev for _, ev in events])))
+        scripts = [
+            ("labels", self.store.keys.unit(bd.labeler.plan.unit, REGISTRY),
+             [partition, bd.labeler.plan.max_values, orjson.dumps(values)])
+            for bd, values in admissions
+        ]
         field = backfill_field(partition) if backfill is not None else None
-        verdicts, offsets = self.store.verdicts_and_offsets(requests, partition, self.units, field)
+        verdicts, offsets, labelled = self.store.first_round_trip(requests, partition, self.units, scripts, field)
+        label_offsets: dict[str, list[int]] = {}
+        for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
+            bd.labeler.learn(values, [int(i) for i in indexes], int(size))
+            label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
 
         accepted: list[list[tuple[int, Event]]] = []
         watermarks: list[tuple[str, int]] = []
@@ -135,37 +185,43 @@ class BatchApplier:
                 watermarks.append((name, wm))
 
         last = records[-1][0]
-        if backfill is None:
-            ends = [last] * len(self.units)
-            pending = list(range(len(self.units)))
-        else:
-            ends = [min(last, backfill.limits.get(i, -1)) for i in range(len(self.units))]
-            pending = sorted(backfill.limits)
+        targets: list[_Target] = []
+        index = 0
+        for ts, kept in zip(self.trees, accepted, strict=True):
+            for agg, params in zip(ts.aggregators, ts.params, strict=True):
+                if backfill is None:
+                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], last, True))
+                elif index in backfill.limits:
+                    end = min(last, backfill.limits[index])
+                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], end, True))
+                index += 1
+            for bd in ts.breakdowns if backfill is None else ():
+                stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
+                for label, events in sorted(bd.labeler.split(kept).items()):
+                    unit = bd.labeler.plan.label_unit(label)
+                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
+
+        registries = [(bd.labeler.plan.unit, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
+        pending = [t for t in targets if t.due()]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
-            index = 0
-            call_units: list[int] = []
-            for ts, kept in zip(self.trees, accepted, strict=True):
-                for agg, params in zip(ts.aggregators, ts.params, strict=True):
-                    start, end = offsets[index], ends[index]
-                    if index in pending and start < end:
-                        fresh = [ev for off, ev in kept if start < off <= end]
-                        payload = agg.payload(fresh) or {}
-                        calls.append((agg.unit, start, end, _complete(agg.unit, payload), params))
-                        call_units.append(index)
-                    index += 1
+            for t in pending:
+                payload = t.aggregator.payload(t.fresh()) or {}
+                calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), t.params))
             born = [] if backfill is not None else [
-                (unit, records[0][0] - 1) for unit, expected, *_ in calls if expected == -1
+                (t.unit, records[0][0] - 1) for t in pending if t.always and t.offset == -1
             ]
-            expire = self.refresher.due((c[0], c[3]) for c in calls) if self.refresher else []
+            expire = self.refresher.due(((c[0], c[3]) for c in calls), registries) if self.refresher else []
             ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
-            pending = [i for i, good in zip(call_units, ok, strict=True) if not good]
-            if not pending:
+            failed = [t for t, good in zip(pending, ok, strict=True) if not good]
+            if not failed:
                 return result
-            fresh_offsets = self.store.applied_offsets([self.units[i] for i in pending], partition, field)
-            for i, off in zip(pending, fresh_offsets, strict=True):
-                offsets[i] = off
-        raise EngineError(f"units kept changing under us in partition {partition}: {pending}")
+            fresh = self.store.applied_offsets([t.unit for t in failed], partition, field)
+            for t, off in zip(failed, fresh, strict=True):
+                t.offset = off
+            pending = [t for t in failed if t.due()]
+        names = [t.unit.tag + t.unit.part for t in pending]
+        raise EngineError(f"units kept changing under us in partition {partition}: {names}")
 
 
 _EMPTY: dict[str, dict[str, Any]] = {

@@ -456,3 +456,57 @@ def is_approximate(tree: Tree, metric: Metric, _seen: frozenset[str] = frozenset
                 ):
                     return True
     return False
+
+
+# --------------------------------------------------------------------------- §5 breakdowns
+
+BREAKDOWN_OTHER = "other"
+BREAKDOWN_NONE = "(none)"
+BREAKDOWN_KINDS = (CountMeasure, SumMeasure, DistinctMeasure)
+
+
+def breakdown_value(event: Event, ref: str) -> str:
+    """The value §5 breaks an event down by: its key under ``ref``, else ``(none)``."""
+    key = key_of(event, ref)
+    return BREAKDOWN_NONE if key is None else key
+
+
+def seen_events(lines: Iterable[bytes | str], tree: Tree, now_ms: int) -> list[Event]:
+    """Every event that passes decoding (§2 step 1), in log order, whatever its
+    lateness or duplicate verdict: the events whose values a breakdown sees."""
+    decoder = Decoder(tree.source)
+    return [e for e in (decoder.decode(line, now_ms) for line in lines) if isinstance(e, Event)]
+
+
+def first_values(metric: Metric, seen: Sequence[Event]) -> list[str]:
+    """The values a breakdown admits: the first ``max_values`` distinct values
+    (never ``other``) of the seen events matching the measure's filter."""
+    assert metric.breakdown is not None and isinstance(metric.measure, BREAKDOWN_KINDS)
+    out: list[str] = []
+    for e in seen:
+        if len(out) == metric.breakdown.max_values:
+            break
+        if matches(metric.measure, e):
+            value = breakdown_value(e, metric.breakdown.property)
+            if value != BREAKDOWN_OTHER and value not in out:
+                out.append(value)
+    return out
+
+
+def breakdown_values(
+    tree: Tree, metric: Metric, accepted: Sequence[Event], admitted: Sequence[str], at_ms: int
+) -> list[tuple[str, Value]]:
+    """(label, value) for every admitted value in order, then ``other``: the
+    measure over the accepted events carrying that label."""
+    assert metric.breakdown is not None
+    ref = metric.breakdown.property
+
+    def label(e: Event) -> str:
+        value = breakdown_value(e, ref)
+        return value if value in admitted else BREAKDOWN_OTHER
+
+    out = []
+    for name in [*admitted, BREAKDOWN_OTHER]:
+        subset = [e for e in accepted if label(e) == name]
+        out.append((name, Reference(tree, subset).metric_value(metric, at_ms)))
+    return out

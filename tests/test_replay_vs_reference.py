@@ -24,6 +24,9 @@ from ruamel.yaml import YAML
 import tests.test_reference as hand
 from streamer.replay import replay
 from streamer.spec.model import Tree
+from streamer.state.breakdowns import breakdown_values
+from streamer.state.store import Store
+from streamer.windows.units import compile_tree
 from tests.eventlog import (
     MS_PER_DAY,
     GeneratedLog,
@@ -33,7 +36,8 @@ from tests.eventlog import (
     logs,
     segment_variant,
 )
-from tests.reference import Reference, ingest, is_approximate
+from tests.reference import Reference, first_values, ingest, is_approximate, seen_events
+from tests.reference import breakdown_values as reference_breakdown
 
 pytestmark = pytest.mark.services
 
@@ -119,9 +123,38 @@ def check(
                         f"{(at - log.knobs.base_ms) / MS_PER_DAY:g} d): "
                         f"expected {want!r}, got {have!r}"
                     )
+    problems += breakdown_problems(client, trees, log, at_ms)
     assert not problems, f"seed={log.seed} batch_size={batch_size} knobs={log.knobs}\n" + "\n".join(
         problems
     )
+
+
+def breakdown_problems(
+    client: redis.Redis, trees: Sequence[Tree], log: GeneratedLog, at_ms: Sequence[int]
+) -> list[str]:
+    """Per-label values of every broken-down metric (docs/semantics.md §5) vs
+    the reference: one partition, so the admitted values are the first seen
+    in log order. The generated logs give breakdown fields many values, so
+    the cap and `other` are exercised."""
+    problems: list[str] = []
+    store = Store(client, namespace="replay")
+    for tree in trees:
+        if not any(m.breakdown for _, m in tree.metrics()):
+            continue
+        accepted = ingest(log.lines, tree, log.now_ms).accepted
+        seen = seen_events([line for line in log.lines if line.strip()], tree, log.now_ms)
+        rows = breakdown_values(store, compile_tree(tree), at_ms)
+        for at, row in zip(at_ms, rows, strict=True):
+            for name, labels in row.items():
+                metric = tree.metric(name)
+                want = reference_breakdown(tree, metric, accepted, first_values(metric, seen), at)
+                got = [(lv.label, lv.value) for lv in labels]
+                approximate = is_approximate(tree, metric)
+                if [w[0] for w in want] != [g[0] for g in got] or not all(
+                    same(w[1], g[1], approximate=approximate) for w, g in zip(want, got, strict=True)
+                ):
+                    problems.append(f"{tree.tree}.{name} by label @ {at}: expected {want}, got {got}")
+    return problems
 
 
 # --------------------------------------------------------------------------- property tests

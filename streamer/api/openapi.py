@@ -77,6 +77,11 @@ METRIC_SNAPSHOT = obj(
         "degradation": {**NULL_NUMBER, "description": "guardrails: relative move in the bad direction"},
         "p_value": NULL_NUMBER,
         "tolerance": NULL_NUMBER,
+        "breakdown": {
+            **nullable(array(obj({"label": STRING, "value": NULL_NUMBER}))),
+            "description": "broken-down metrics: the value per label (admitted values, then `other`); "
+                           "null otherwise",
+        },
     },
     required=["name", "title", "role", "direction", "unit", "window_seconds", "value", "baseline", "change"],
     description="One metric of a snapshot.",
@@ -136,6 +141,15 @@ SCHEMAS: dict[str, Schema] = {
         "at": nullable(MS),
         "history": {**array(ref("HistoryPoint")), "description": "oldest first, newest last"},
     }),
+    "BreakdownValues": obj({
+        "tree": STRING, "metric": STRING, "at": MS,
+        "property": {"type": "string", "description": "the field the metric is broken down by, e.g. prop.platform"},
+        "max_values": {"type": "integer", "description": "values admitted before the rest is `other`"},
+        "labels": array(obj({
+            "label": {"type": "string", "description": "an admitted value, `(none)` (field missing), or `other`"},
+            "value": NULL_NUMBER,
+        }, required=["label", "value"])),
+    }, description="A broken-down metric's value per label: admitted values in admission order, then `other`."),
     "GroupValues": obj({
         "tree": STRING, "metric": STRING, "at": MS,
         "group_by": {"type": "string", "description": "the field groups come from, e.g. group.org"},
@@ -256,6 +270,17 @@ PATHS: dict[str, Any] = {
         errors=("BadRequest", "NotFound", "Unavailable"),
         description="For metrics that count groups (e.g. organizations with 5+ weekly learning "
                     "users): each group's qualifying members. 404 for other metrics."),
+    "/api/v1/trees/{tree}/metrics/{metric}/breakdown": _api(
+        "Per-label values of a broken-down metric", "getBreakdown",
+        _ok("Every label: the admitted values, then `other`.", ref("BreakdownValues")),
+        params=[_param("tree"), _param("metric"),
+                {"name": "at", "in": "query", "required": False,
+                 "description": "evaluation time: ISO 8601 (no offset means UTC; encode `+` as %2B) "
+                                "or epoch milliseconds; default the latest snapshot's `at`",
+                 "schema": STRING}],
+        errors=("BadRequest", "NotFound", "Unavailable"),
+        description="For metrics with a `breakdown:` (count, sum, distinct): the value per label, "
+                    "at most max_values + 1 labels. 404 for other metrics."),
     "/api/v1/alerts": _api(
         "Active divergence alerts", "listAlerts",
         _ok("Alerts pending or firing, across trees.", ref("AlertList"))),

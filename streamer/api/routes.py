@@ -17,6 +17,7 @@ from streamer.api.errors import error_response, not_found
 from streamer.api.openapi import document
 from streamer.evaluate.snapshot import Snapshot
 from streamer.spec.model import Metric, Tree
+from streamer.state.breakdowns import breakdown_values
 from streamer.state.groups import group_values, grouped
 from streamer.state.store import Store
 from streamer.windows.units import Plan, compile_tree
@@ -163,6 +164,38 @@ async def get_groups(request: web.Request) -> web.Response:
     })
 
 
+async def get_breakdown(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    tree = ctx.tree(request.match_info["tree"])
+    metric = ctx.metric(tree, request.match_info["metric"])
+    if metric.breakdown is None:
+        raise not_found(
+            f"metric {metric.name!r} of tree {tree.tree!r} has no `breakdown:`, so it has no "
+            "per-label values (count, sum and distinct metrics can be broken down)"
+        )
+    at = await _at(ctx, tree, request.query.get("at"))
+    plan = ctx.plans[tree.tree]
+    rows = await asyncio.to_thread(breakdown_values, ctx.store, plan, [at], [metric.name])
+    return _json({
+        "tree": tree.tree,
+        "metric": metric.name,
+        "at": at,
+        "property": metric.breakdown.property,
+        "max_values": metric.breakdown.max_values,
+        "labels": [{"label": lv.label, "value": lv.value} for lv in rows[0][metric.name]],
+    })
+
+
+async def _at(ctx: Context, tree: Tree, raw_at: str | None) -> int:
+    """``?at=`` as epoch ms, or the latest snapshot's evaluation time."""
+    if raw_at is not None:
+        return views.parse_at(raw_at)
+    snap = (await asyncio.to_thread(reads.snapshots, ctx.store, [tree.tree]))[tree.tree]
+    if snap is None:
+        raise not_found(f"tree {tree.tree!r} has no snapshot yet; pass ?at=<ISO 8601 time>")
+    return snap["at"]
+
+
 async def list_alerts(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     names = sorted(ctx.trees)
@@ -190,6 +223,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/trees/{tree}/snapshot", get_snapshot, name="get_snapshot")
     r.add_get("/api/v1/trees/{tree}/metrics/{metric}", get_metric, name="get_metric")
     r.add_get("/api/v1/trees/{tree}/metrics/{metric}/groups", get_groups, name="get_groups")
+    r.add_get("/api/v1/trees/{tree}/metrics/{metric}/breakdown", get_breakdown, name="get_breakdown")
     r.add_get("/api/v1/alerts", list_alerts, name="list_alerts")
     r.add_get("/api/v1/stream", stream, name="stream", allow_head=False)
     r.add_get("/tree/{tree}", page.tree_page, name="tree_page")

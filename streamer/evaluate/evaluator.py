@@ -19,8 +19,15 @@ import orjson
 import redis
 
 from streamer.evaluate import divergence, guardrails
-from streamer.evaluate.snapshot import DivergenceSnapshot, MetricSnapshot, Snapshot, alert_event
+from streamer.evaluate.snapshot import (
+    DivergenceSnapshot,
+    LabelSnapshot,
+    MetricSnapshot,
+    Snapshot,
+    alert_event,
+)
 from streamer.spec.model import Guardrail, Input, Metric, NorthStar, Tree
+from streamer.state.breakdowns import breakdown_values
 from streamer.state.evaluate import Reading, read_tree
 from streamer.state.keys import Keys
 from streamer.state.store import Store
@@ -83,6 +90,10 @@ class TreeEvaluator:
             return None
         times = sorted({at} | {t for _, m in self.tree.metrics() for t in baseline_times(m, at)}, reverse=True)
         rows = dict(zip(times, read_tree(self.store, self.plan, times), strict=True))
+        labels: dict[str, list[LabelSnapshot]] = {
+            name: [{"label": lv.label, "value": lv.value} for lv in values]
+            for name, values in breakdown_values(self.store, self.plan, [at])[0].items()
+        }
         state_key = self.key("evalstate")
         # every key of the tree shares the {tree} hash tag: one node, one transaction
         client = self.store.node_client(state_key)
@@ -91,7 +102,7 @@ class TreeEvaluator:
                 pipe.watch(state_key)
                 raw = pipe.get(state_key)
                 state = orjson.loads(raw) if raw else {}
-                snapshot, new_state, events = self._judge(at, rows, state)
+                snapshot, new_state, events = self._judge(at, rows, state, labels)
                 pipe.multi()
                 blob = orjson.dumps(snapshot)
                 pipe.set(state_key, orjson.dumps(new_state))
@@ -106,7 +117,8 @@ class TreeEvaluator:
                 return None
         return snapshot, events
 
-    def _judge(self, at: int, rows: dict[int, dict[str, Reading]], state: dict[str, Any]
+    def _judge(self, at: int, rows: dict[int, dict[str, Reading]], state: dict[str, Any],
+               labels: dict[str, list[LabelSnapshot]] | None = None,
                ) -> tuple[Snapshot, dict[str, Any], list[dict[str, Any]]]:
         current = rows[at]
         metrics: list[MetricSnapshot] = []
@@ -125,6 +137,7 @@ class TreeEvaluator:
                 "unit": metric.unit, "window_seconds": metric.window,
                 "value": reading.value, "baseline": base, "change": change, "sample": reading.sample,
                 "status": None, "degradation": None, "p_value": None, "tolerance": None,
+                "breakdown": (labels or {}).get(metric.name),
             }
             if isinstance(metric, Guardrail):
                 assessment = guardrails.assess(metric, reading, rows[times[0]][metric.name], base)

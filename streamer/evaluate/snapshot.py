@@ -7,6 +7,13 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 
+class LabelSnapshot(TypedDict):
+    """One label of a broken-down metric: an admitted value, ``(none)`` or ``other``."""
+
+    label: str
+    value: float | None
+
+
 class MetricSnapshot(TypedDict, total=False):
     name: str
     title: str
@@ -24,6 +31,7 @@ class MetricSnapshot(TypedDict, total=False):
     degradation: float | None
     p_value: float | None
     tolerance: float | None
+    breakdown: list[LabelSnapshot] | None  # broken-down metrics: admitted labels, then other
 
 
 class DivergenceSnapshot(TypedDict):

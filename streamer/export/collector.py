@@ -7,9 +7,10 @@ Nothing is kept between reads, so the exposition is always the stored state:
 a tree without a snapshot has no series, and a Redis error yields
 ``northstar_exporter_up 0`` and no snapshot series (never stale values).
 
-Labels come only from the definitions (tree, metric, role, dimension, owner)
-and from fixed state sets (status, state): the cardinality is bounded by the
-definitions files, never by users or accounts. A missing dimension or owner is
+Labels come only from the definitions (tree, metric, role, dimension, owner),
+from fixed state sets (status, state) and from breakdown labels, of which a
+metric has at most ``max_values + 1`` (admitted values, then ``other``): the
+cardinality is bounded by the definitions files, never by users or accounts. A missing dimension or owner is
 the empty string, which Prometheus stores as "label absent".
 """
 
@@ -61,6 +62,12 @@ METRIC_CHANGE = Family(
     "northstar_metric_change_ratio",
     "Relative change of the metric vs its baseline: (value - baseline) / |baseline|",
     METRIC_LABELS,
+)
+METRIC_BREAKDOWN = Family(
+    "northstar_metric_breakdown_value",
+    "Value of a broken-down metric for one label (an admitted value of its breakdown field, "
+    "(none), or other), at the snapshot's evaluation time",
+    (*METRIC_LABELS, "breakdown"),
 )
 GUARDRAIL_STATUS = Family(
     "northstar_guardrail_status",
@@ -117,6 +124,7 @@ FAMILIES: tuple[Family, ...] = (
     METRIC_VALUE,
     METRIC_BASELINE,
     METRIC_CHANGE,
+    METRIC_BREAKDOWN,
     GUARDRAIL_STATUS,
     GUARDRAIL_DEGRADED,
     GUARDRAIL_DEGRADATION,
@@ -232,6 +240,8 @@ class SnapshotCollector:
             staged.append((METRIC_VALUE, labels, metric.get("value")))
             staged.append((METRIC_BASELINE, labels, metric.get("baseline")))
             staged.append((METRIC_CHANGE, labels, metric.get("change")))
+            for part in metric.get("breakdown") or []:
+                staged.append((METRIC_BREAKDOWN, [*labels, str(part["label"])], part.get("value")))
             if metric.get("role") != "guardrail":
                 continue
             guard = [name, metric["name"], metric.get("owner") or ""]

@@ -22,8 +22,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 
 from streamer.generate.grafana_panels import (
@@ -31,7 +33,10 @@ from streamer.generate.grafana_panels import (
     change_stat,
     degradation_stat,
     degraded_count_stat,
+    describe,
     divergence_stat,
+    grafana_unit,
+    graph,
     guardrail_band,
     guardrail_status,
     history,
@@ -39,9 +44,10 @@ from streamer.generate.grafana_panels import (
     squad_guardrails,
     squad_inputs,
     target_stats,
+    titled,
     value_stat,
 )
-from streamer.generate.grafana_queries import DATASOURCE, SQUAD_VARIABLE, Regex, snapshot
+from streamer.generate.grafana_queries import DATASOURCE, SQUAD_VARIABLE, Regex, snapshot, target
 from streamer.generate.rules import GenerateError
 from streamer.spec.model import Guardrail, Metric, Tree
 
@@ -136,7 +142,32 @@ def _metric_panels(tree: str, role: str, metric: Metric) -> list[PanelBuilder]:
         value_stat(tree, role, metric).span(4),
         change_stat(tree, metric).span(3),
         history(tree, role, metric).span(17),
+        *_breakdown_panels(tree, role, metric),
     ]
+
+
+def breakdown(tree: str, role: str, metric: Metric) -> PanelBuilder:
+    """A broken-down metric per label (admitted values, then ``other``):
+    stacked for counts and sums, whose labels add up to the value; lines for
+    distinct counts, where one entity may count under several labels."""
+    assert metric.breakdown is not None
+    expr = snapshot("northstar_metric_breakdown_value", "breakdown", tree=tree, metric=metric.name)
+    adds_up = metric.measure.kind in ("count", "sum")
+    by = metric.breakdown
+    note = (
+        f"{metric.title} by {by.property}: the first {by.max_values} values seen, then `other`"
+        + (" (stacked: the labels add up to the value)." if adds_up else
+           " (an entity seen under several labels counts in each).")
+    )
+    panel = graph(f"{titled(metric)}: by {by.property}", f"{note} {describe(metric, role)}",
+                  grafana_unit(metric.unit)).with_target(target(expr, "{{breakdown}}"))
+    if adds_up:
+        panel = panel.stacking(cb.StackingConfig().mode(common.StackingMode.NORMAL)).fill_opacity(40)
+    return panel.span(24)
+
+
+def _breakdown_panels(tree: str, role: str, metric: Metric) -> list[PanelBuilder]:
+    return [breakdown(tree, role, metric)] if metric.breakdown is not None else []
 
 
 def _guardrail_panels(tree: str, guard: Guardrail) -> list[PanelBuilder]:
@@ -226,6 +257,7 @@ def tree_board(tree: Tree) -> db.Dashboard:
         divergence_stat(name).span(4 if targets else 5),
         degraded_count_stat(name).span(4 if targets else 5),
         history(name, "north_star", north_star).span(24),
+        *_breakdown_panels(name, "north_star", north_star),
     ]
     board = _row(board, f"North Star: {north_star.title}", head)
     if squads:

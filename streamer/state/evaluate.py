@@ -22,6 +22,7 @@ from streamer.windows.units import (
     Plan,
     Quotient,
     Reader,
+    Unit,
     WindowSum,
 )
 
@@ -39,6 +40,11 @@ def _num(raw: Any) -> float:
 
 def _int_map(raw: dict[Any, Any]) -> dict[int, float]:
     return {int(k): _num(v) for k, v in raw.items()}
+
+
+def _ident(unit: Unit) -> str:
+    """What tells units' state apart: the fingerprint, and the breakdown label part."""
+    return f"{unit.fingerprint}:{unit.part}"
 
 
 def _collect(reader: Reader, out: list[Reader]) -> None:
@@ -94,18 +100,18 @@ def read_tree(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, 
     for leaf in leaves:
         if isinstance(leaf, WindowSum | DiffCount):
             suffix = "s" if isinstance(leaf, WindowSum) else leaf.array
-            wanted = ("h", leaf.unit.fingerprint, suffix)
+            wanted = ("h", _ident(leaf.unit), suffix)
             if wanted not in keys:
                 requests.append(("hgetall", leaf.unit, suffix))
                 keys.append(wanted)
         elif isinstance(leaf, HllCount):
             for e in ends:
                 requests.append(("pfcount", leaf.unit, [f"h:{b}" for b in range(e - leaf.window_buckets, e)]))
-                keys.append(("p", leaf.unit.fingerprint, str(e)))
+                keys.append(("p", _ident(leaf.unit), str(e)))
         elif isinstance(leaf, PercentileOf):
             for e in ends:
                 requests.append(("zall", leaf.unit, f"z:{e}"))
-                keys.append(("z", leaf.unit.fingerprint, str(e)))
+                keys.append(("z", _ident(leaf.unit), str(e)))
     replies = store.read_raw(requests)
     scalars: dict[tuple[str, str, str], int] = {}
     for key, reply in zip(keys, replies, strict=True):
@@ -116,16 +122,16 @@ def read_tree(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, 
 
     def leaf_value(leaf: Reader, e: int) -> Value:
         if isinstance(leaf, WindowSum):
-            m = maps[(leaf.unit.fingerprint, "s")]
+            m = maps[(_ident(leaf.unit), "s")]
             return sum(m.get(b, 0.0) for b in range(e - leaf.window_buckets, e))
         if isinstance(leaf, DiffCount):
-            m = maps[(leaf.unit.fingerprint, leaf.array)]
+            m = maps[(_ident(leaf.unit), leaf.array)]
             upto = e - leaf.shift_buckets
             return float(sum(v for k, v in m.items() if k <= upto))
         if isinstance(leaf, HllCount):
-            return float(scalars[("p", leaf.unit.fingerprint, str(e))])
+            return float(scalars[("p", _ident(leaf.unit), str(e))])
         if isinstance(leaf, PercentileOf):
-            n = scalars[("z", leaf.unit.fingerprint, str(e))]
+            n = scalars[("z", _ident(leaf.unit), str(e))]
             if n == 0:
                 return None
             h = (n - 1) * leaf.q / 100.0
@@ -151,7 +157,7 @@ def read_tree(store: Store, plan: Plan, at_ms: Sequence[int]) -> list[dict[str, 
         v = leaf_value(reader, e)
         sample = None
         if isinstance(reader, PercentileOf):
-            sample = float(scalars[("z", reader.unit.fingerprint, str(e))])
+            sample = float(scalars[("z", _ident(reader.unit), str(e))])
         elif sample_kind(reader) == "count":
             sample = v
         return Reading(v, None, None, sample_kind(reader), sample)

@@ -25,6 +25,7 @@ from typing import Any
 
 from streamer.state.keys import Keys
 from streamer.state.store import Store
+from streamer.windows.breakdown import compile_breakdowns
 from streamer.windows.units import Plan, Unit
 
 DEFAULT_GRACE_S = 86_400
@@ -87,8 +88,12 @@ class Refresher:
     def __post_init__(self) -> None:
         self._ttl = {p.tree.tree: self.retention.ttl_ms(p) for p in self.plans}
 
-    def due(self, applied: Iterable[tuple[Unit, dict[str, Any]]]) -> list[tuple[str, int]]:
-        """``(key, ttl_ms)`` to PEXPIRE after applying ``(unit, payload)``s."""
+    def due(
+        self, applied: Iterable[tuple[Unit, dict[str, Any]]], extra: Iterable[tuple[Unit, str]] = ()
+    ) -> list[tuple[str, int]]:
+        """``(key, ttl_ms)`` to PEXPIRE after applying ``(unit, payload)``s;
+        ``extra`` ``(unit, key)``: other keys of those units (breakdown label
+        registries), which must never outlive or predecease their labels."""
         now = self.clock()
         out: list[tuple[str, int]] = []
         candidates: list[tuple[str, int]] = []
@@ -97,6 +102,7 @@ class Refresher:
             ttl = self._ttl[unit.tree]
             candidates += [(k, ttl) for k in unit_keys(self.keys, unit, payload)]
             trees.add(unit.tree)
+        candidates += [(key, self._ttl[unit.tree]) for unit, key in extra]
         for tree in trees:
             candidates += [(self.keys.tree(tree, s), self._ttl[tree]) for s in TREE_SUFFIXES]
         for key, ttl in candidates:
@@ -145,6 +151,11 @@ class TouchReport:
 def live_ttls(plans: Sequence[Plan], retention: Retention) -> tuple[dict[str, int], dict[str, int]]:
     """TTL per live unit tag (``tree:fp``) and per live tree."""
     units = {f"{u.tree}:{u.fingerprint}": retention.ttl_ms(p) for p in plans for u in p.units}
+    units |= {
+        f"{b.unit.tree}:{b.unit.fingerprint}": retention.ttl_ms(p)
+        for p in plans
+        for b in compile_breakdowns(p).values()
+    }
     trees = {p.tree.tree: retention.ttl_ms(p) for p in plans}
     return units, trees
 

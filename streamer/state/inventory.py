@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from streamer.state.expiry import KeyOwner, owner_of
 from streamer.state.store import Store
+from streamer.windows.breakdown import compile_breakdowns
 from streamer.windows.units import (
     DiffCount,
     HllCount,
@@ -74,6 +75,10 @@ def inventory(store: Store, plans: Sequence[Plan]) -> list[Entry]:
         for name, reader in plan.readers.items():
             for unit in {u.fingerprint: u for u in reader_units(reader)}.values():
                 units[(unit.tree, unit.fingerprint)][1].append(name)
+        for name, breakdown in compile_breakdowns(plan).items():
+            units.setdefault((breakdown.unit.tree, breakdown.unit.fingerprint), (breakdown.unit, []))[1].append(
+                f"{name} (breakdown)"
+            )
     entries: dict[KeyOwner, Entry] = {}
     for (tree, fp), (unit, metrics) in units.items():
         entries[KeyOwner(tree, fp)] = Entry(tree, fp, "live", unit.kind, sorted(metrics))

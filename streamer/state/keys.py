@@ -14,7 +14,7 @@ class Keys:
     namespace: str = "ns"
 
     def unit(self, unit: Unit, suffix: str = "") -> str:
-        return f"{self.namespace}:{unit.tag}:{suffix}"
+        return f"{self.namespace}:{unit.tag}:{unit.part}{suffix}"
 
     def applied(self, unit: Unit) -> str:
         """Hash partition -> last applied offset: the exactly-once guard."""

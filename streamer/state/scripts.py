@@ -23,3 +23,8 @@ def apply_source(kind: str) -> str:
 
 def verdict_source() -> str:
     return _read("verdict")
+
+
+def labels_source() -> str:
+    """The breakdown label registry's admission script (not a unit script)."""
+    return _read("labels")

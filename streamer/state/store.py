@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from streamer.state.keys import Keys
-from streamer.state.scripts import APPLY_KINDS, apply_source, verdict_source
+from streamer.state.scripts import APPLY_KINDS, apply_source, labels_source, verdict_source
 from streamer.windows.units import Unit
 
 RedisClient = Any  # redis.Redis | redis.cluster.RedisCluster (same command API)
@@ -64,6 +64,7 @@ class Store:
         self.verdict_keys = Keys(verdict_namespace or namespace)
         self._sources = {kind: apply_source(kind) for kind in APPLY_KINDS}
         self._sources["verdict"] = verdict_source()
+        self._sources["labels"] = labels_source()
         self._shas = {name: _sha(src) for name, src in self._sources.items()}
         self.load_scripts()
 
@@ -141,6 +142,20 @@ class Store:
         verdict string and the stored watermark; for every unit its applied
         offset (field ``field`` of its applied hash, default ``partition``; -1
         when none)."""
+        verdicts, offsets, _ = self.first_round_trip(requests, partition, units, (), field)
+        return verdicts, offsets
+
+    def first_round_trip(
+        self,
+        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        partition: str,
+        units: Sequence[Unit],
+        scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),
+        field: str | None = None,
+    ) -> tuple[list[tuple[str, int | None]], list[int], list[Any]]:
+        """``verdicts_and_offsets`` plus, in the same round trip, the replies of
+        ``scripts``: (script name, its one key, its arguments) calls, e.g. the
+        breakdown label admissions (``labels``)."""
 
         def build(pipe: Any) -> None:
             for tree, horizon, dedupe, events in requests:
@@ -157,6 +172,8 @@ class Store:
                 )
             for unit in units:
                 pipe.hget(self.keys.applied(unit), field or partition)
+            for name, key, args in scripts:
+                pipe.evalsha(self._shas[name], 1, key, *args)
 
         replies = self._execute(build)
         verdicts: list[tuple[str, int | None]] = []
@@ -165,8 +182,9 @@ class Store:
             text = text.decode() if isinstance(text, bytes) else text
             stored = stored.decode() if isinstance(stored, bytes) else stored
             verdicts.append((text, int(stored) if stored else None))
-        offsets = [int(v) if v is not None else -1 for v in replies[len(requests) :]]
-        return verdicts, offsets
+        after = len(requests) + len(units)
+        offsets = [int(v) if v is not None else -1 for v in replies[len(requests) : after]]
+        return verdicts, offsets, replies[after:]
 
     def apply(
         self,

@@ -57,6 +57,9 @@ class Unit:
     params: dict[str, Any] = field(hash=False, compare=False)
     fingerprint: str = ""
     filters: dict[str, EventFilter] = field(default_factory=dict, hash=False, compare=False)
+    part: str = ""
+    """Empty for a whole unit; ``"b<i>:"`` for one label of a breakdown
+    (streamer/windows/breakdown.py): its keys get this prefix after the tag."""
 
     @property
     def tag(self) -> str:

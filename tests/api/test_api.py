@@ -467,6 +467,44 @@ def test_groups_of_activated_organizations(seeded: tuple[Store, list[Tree]]) -> 
     call(seeded, check)
 
 
+def test_breakdown_of_the_north_star(seeded: tuple[Store, list[Tree]]) -> None:
+    """Every lesson of the seeded log is in course c1: one admitted label
+    holding the whole North Star, then an empty `other`; the snapshot carries
+    the same labels."""
+    path = "/api/v1/trees/education/metrics/weekly_learning_minutes/breakdown"
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        snapshot = await get_json(client, "/api/v1/trees/education/snapshot")
+        north = next(m for m in snapshot["metrics"] if m["name"] == "weekly_learning_minutes")
+        body = await get_json(client, path)
+        assert north["value"] > 0
+        assert body == {
+            "tree": "education", "metric": "weekly_learning_minutes", "at": snapshot["at"],
+            "property": "prop.course_id", "max_values": 10,
+            "labels": [{"label": "c1", "value": north["value"]}, {"label": "other", "value": 0.0}],
+        }
+        assert north["breakdown"] == body["labels"]
+        paid = await get_json(client, "/api/v1/trees/education/metrics/paid_conversions/breakdown",
+                              params={"at": "2024-10-04T00:00:00Z"})
+        assert paid["at"] == T and paid["labels"] == [{"label": "other", "value": 0.0}]
+        refunds = next(m for m in snapshot["metrics"] if m["name"] == "refund_rate")
+        assert refunds["breakdown"] is None
+
+    call(seeded, check)
+
+
+def test_breakdown_errors(seeded: tuple[Store, list[Tree]]) -> None:
+    base = "/api/v1/trees/education/metrics"
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        body = await get_json(client, f"{base}/weekly_learning_minutes/breakdown", 400, params={"at": "soon"})
+        assert_error(body, "bad_request", "ISO 8601")
+        assert_error(await get_json(client, f"{base}/refund_rate/breakdown", 404), "not_found", "no `breakdown:`")
+        assert_error(await get_json(client, f"{base}/nope/breakdown", 404), "not_found", "no metric 'nope'")
+
+    call(seeded, check)
+
+
 def test_groups_errors(seeded: tuple[Store, list[Tree]]) -> None:
     base = "/api/v1/trees/learning_users/metrics"
 

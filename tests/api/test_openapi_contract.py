@@ -188,6 +188,10 @@ def _requests(trees: list[Tree]) -> list[tuple[str, dict[str, str]]]:
         ("/api/v1/trees/learning_users/metrics/activated_organizations/groups?at=2024-10-04T00:00:00Z", AUTH),
         ("/api/v1/trees/learning_users/metrics/activated_organizations/groups?at=soon", AUTH),
         ("/api/v1/trees/learning_users/metrics/weekly_learning_users/groups", AUTH),
+        ("/api/v1/trees/education/metrics/weekly_learning_minutes/breakdown", AUTH),
+        ("/api/v1/trees/education/metrics/paid_conversions/breakdown?at=2024-10-04T00:00:00Z", AUTH),
+        ("/api/v1/trees/education/metrics/paid_conversions/breakdown?at=soon", AUTH),
+        ("/api/v1/trees/education/metrics/refund_rate/breakdown", AUTH),
         ("/api/v1/stream?tree=nope", AUTH),
         ("/tree/education", none), ("/tree/nope", none),
     ]
@@ -219,7 +223,8 @@ def test_every_response_of_every_route_matches_the_document(redis_client: redis.
             for path in ("/healthz", "/metrics", "/api/v1/trees", "/api/v1/alerts", "/api/v1/trees/education",
                          "/api/v1/trees/education/snapshot", "/api/v1/trees/education/metrics/refund_rate",
                          "/api/v1/trees/learning_users/metrics/activated_organizations/groups?at=1728000000000",
-                         "/api/v1/trees/learning_users/metrics/activated_organizations/groups"):
+                         "/api/v1/trees/learning_users/metrics/activated_organizations/groups",
+                         "/api/v1/trees/education/metrics/weekly_learning_minutes/breakdown?at=1728000000000"):
                 await contract.check(await client.get(path, headers=AUTH))
 
     asyncio.run(main())

@@ -62,7 +62,14 @@ def _snapshot(**divergence: Any) -> dict[str, Any]:
         "clock": "watermark",
         "evaluated_at": 1_700_000_123_456,
         "metrics": [
-            _m(NORTH, "north_star", value=55500.0, baseline=50000.0, change=0.111),
+            _m(
+                NORTH,
+                "north_star",
+                value=55500.0,
+                baseline=50000.0,
+                change=0.111,
+                breakdown=[{"label": "C1", "value": 30000.0}, {"label": "other", "value": 25500.0}],
+            ),
             _m(
                 "weekly_active_learners",
                 "input",
@@ -226,7 +233,7 @@ def test_no_target_no_target_series(store: Store) -> None:
 
 def test_labels_are_bounded(store: Store, registry: CollectorRegistry) -> None:
     _store_snapshot(store, _snapshot())
-    allowed = {"tree", "metric", "role", "dimension", "owner", "status", "state"}
+    allowed = {"tree", "metric", "role", "dimension", "owner", "status", "state", "breakdown"}
     names = {family.name for family in FAMILIES}
     seen = set()
     for family in registry.collect():
@@ -384,6 +391,10 @@ def test_a_real_evaluator_snapshot_is_exported_as_is(store: Store) -> None:
         ):
             assert registry.get_sample_value(family, labels) == metric.get(key), (family, labels)
             exported += metric.get(key) is not None
+        for part in metric.get("breakdown") or []:
+            labelled = {**labels, "breakdown": part["label"]}
+            assert registry.get_sample_value("northstar_metric_breakdown_value", labelled) == part["value"]
+            exported += 1
         if metric["role"] == "guardrail":
             guard = {
                 "tree": "education",
@@ -411,6 +422,33 @@ def test_a_real_evaluator_snapshot_is_exported_as_is(store: Store) -> None:
         )
         == 1_800_000_000.5
     )
+
+
+def test_breakdown_series_are_bounded_by_max_values(store: Store) -> None:
+    """40 course ids, a North Star broken down into at most max_values of them:
+    max_values + 1 series (the admitted ids, then other), which add up."""
+    rng = random.Random(5)
+    lines = [
+        orjson.dumps({
+            "event_type": "lesson_completed", "user_id": f"u{i % 30}", "time": T0 + rng.randrange(6 * DAY),
+            "insert_id": f"c{i}", "event_properties": {"minutes": 3, "course_id": f"C{rng.randrange(40)}"},
+        })
+        for i in range(600)
+    ]
+    BatchApplier(store, [EDU]).apply("0", list(enumerate(lines)), T0 + 30 * DAY)
+    result = TreeEvaluator(store, EDU).evaluate(T0 + 7 * DAY)
+    assert result is not None
+    registry = CollectorRegistry()
+    SnapshotCollector(store, [EDU], registry=registry)
+    samples = [
+        s for family in registry.collect() if family.name == "northstar_metric_breakdown_value"
+        for s in family.samples if s.labels["metric"] == NORTH
+    ]
+    cap = EDU.north_star.breakdown.max_values if EDU.north_star.breakdown else 0
+    assert cap and len(samples) == cap + 1
+    assert sorted(s.labels["breakdown"] for s in samples)[-1] == "other"
+    total = registry.get_sample_value("northstar_metric_value", _metric(NORTH, "north_star"))
+    assert total == 1800.0 and sum(s.value for s in samples) == total
 
 
 def _check_metrics(promtool: str, text: bytes) -> None:

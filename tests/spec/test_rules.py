@@ -194,7 +194,7 @@ def test_breakdown_only_on_count_sum_and_distinct(tmp_path: Path) -> None:
     bad = tree_with(tmp_path, ("    dimension: depth\n", "    dimension: depth\n" + breakdown))
     (issue,) = errors(bad)
     assert (issue.rule, issue.metric) == ("breakdown", "minutes_per_learner")
-    assert issue.line == line_of(bad, "breakdown:")
+    assert issue.line == line_of(bad, "breakdown: {property: prop.platform}")
     assert "ratio measure" in issue.message
     good = tree_with(
         tmp_path,

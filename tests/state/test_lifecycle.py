@@ -21,6 +21,7 @@ from streamer.state.evaluate import evaluate
 from streamer.state.expiry import Refresher, Retention, touch
 from streamer.state.store import Store
 from streamer.testing import wait_until
+from streamer.windows.breakdown import REGISTRY, compile_breakdowns
 from streamer.windows.units import compile_tree
 from tests.eventlog import LogKnobs, generate
 from tests.reference import Reference, ingest, is_approximate
@@ -218,3 +219,27 @@ def test_on_redis_cluster(redis_cluster: Any) -> None:
         assert differences(new, store, log.lines, log.now_ms, at) == {}
     finally:
         client.close()
+
+
+def test_breakdown_state_is_live_and_refreshed(redis_client: redis.Redis) -> None:
+    """A breakdown's registry and label sub-units are live state: touch()
+    refreshes them, never treats them as orphans, and the apply path gives
+    the registry a TTL together with its labels."""
+    tree = education("7d")
+    plan = compile_tree(tree)
+    breakdowns = compile_breakdowns(plan)
+    assert breakdowns, "the education example must keep a breakdown for this test"
+    store = Store(redis_client, namespace=NS)
+    retention = Retention(fixed_s=3600, refresh_s=1)
+    applier = BatchApplier(store, [tree], refresher=Refresher(store.keys, [plan], retention))
+    log = generate(tree, 11, LogKnobs(n_events=300, n_users=25))
+    apply_all(applier, list(file_records(log.lines)), log.now_ms)
+    for bd in breakdowns.values():
+        registry = store.keys.unit(bd.unit, REGISTRY)
+        assert redis_client.hlen(registry) > 0, f"{bd.metric}: nothing admitted"
+        assert 0 < redis_client.pttl(registry) <= 3_600_000, f"{bd.metric}: registry without a TTL"
+        label_keys = keys_of(redis_client, f"{bd.unit.tree}:{bd.unit.fingerprint}")
+        assert any(b":b" in k for k in label_keys)
+    report = touch(store, [plan], retention)
+    assert report.orphaned == 0
+    assert report.refreshed > 0

@@ -38,14 +38,19 @@ class RecordingStore(Store):
         super().__init__(*args, **kwargs)
         self.verdicts: dict[int, str] = {}
 
-    def verdicts_and_offsets(self, requests: Sequence[tuple[str, int, int, list[list[Any]]]],
-                             partition: str, units: Sequence[Any], field: str | None = None
-                             ) -> tuple[list[tuple[str, int | None]], list[int]]:
-        verdicts, offsets = super().verdicts_and_offsets(requests, partition, units, field)
+    def first_round_trip(
+        self,
+        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        partition: str,
+        units: Sequence[Any],
+        scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),
+        field: str | None = None,
+    ) -> tuple[list[tuple[str, int | None]], list[int], list[Any]]:
+        verdicts, offsets, replies = super().first_round_trip(requests, partition, units, scripts, field)
         for (_, _, _, events), (text, _) in zip(requests, verdicts, strict=True):
             for (_, _, offset), v in zip(events, text, strict=True):
                 self.verdicts[offset] = v
-        return verdicts, offsets
+        return verdicts, offsets, replies
 
 
 def event(insert_id: str | None, t: int) -> bytes:
