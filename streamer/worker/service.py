@@ -11,13 +11,13 @@ from typing import Any
 
 import mode
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import start_http_server
 
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
 from streamer.state.store import Store
 from streamer.worker.consumer import EventConsumer
 from streamer.worker.deadletter import DeadLetters
+from streamer.worker.health import Status, serve
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -46,12 +46,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, events: EventConsumer) -> None:
         self.events = events
+        self.joined = False  # the group gave this worker an assignment (maybe empty)
+        self.assigned = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.events.busy:
             pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined, self.assigned = True, len(assigned)
         logger.info("assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -68,14 +71,14 @@ class EventService(mode.Service):
         self.producer: Any = None
         self.events: EventConsumer | None = None
         self._metrics_server: Any = None
+        self._rebalance: _Rebalance | None = None
 
     async def on_start(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         if self.settings.metrics_port:
-            self._metrics_server = start_http_server(
-                self.settings.metrics_port, addr="0.0.0.0", registry=self.metrics.registry
-            )
+            # /metrics, /healthz, /readyz (streamer/worker/health.py)
+            self._metrics_server = serve(self.settings.metrics_port, self.metrics.registry, self.status)
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
         # one applier per topic: a tree reads only its own source.topic
         appliers = {
@@ -110,8 +113,18 @@ class EventService(mode.Service):
             timeout_ms=self.settings.batch_timeout_ms,
             retry_max_s=self.settings.redis_retry_max_s,
         )
-        self.consumer.subscribe(source_topics(self.trees), listener=_Rebalance(self.events))
+        self._rebalance = _Rebalance(self.events)
+        self.consumer.subscribe(source_topics(self.trees), listener=self._rebalance)
         logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)
+
+    def status(self) -> Status:
+        """What /readyz decides from (read by the metrics server's thread)."""
+        events, rebalance = self.events, self._rebalance
+        return Status(
+            redis_up=events.healthy if events is not None else True,
+            joined=rebalance is not None and rebalance.joined,
+            assigned_partitions=rebalance.assigned if rebalance is not None else 0,
+        )
 
     @mode.Service.task
     async def _consume(self) -> None:

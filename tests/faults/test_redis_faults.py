@@ -1,0 +1,377 @@
+"""Redis faults with real processes: a ``northstar worker`` consumes two trees'
+streams (each on a 1-partition topic of its own, produced in chunks by a
+background thread) while the test stops, crashes or freezes the Redis it
+writes to (a ``redis-server`` of this module, AOF on with ``appendfsync
+always``). Each test ends with every metric at every evaluation midnight equal
+to the brute-force reference, and the accepted/late/duplicate counters equal
+to the reference's counts (so nothing was lost, applied twice or re-read).
+
+Throughout, a watcher thread reads the group's committed offsets, then the
+units' applied offsets: a committed offset may never pass what every unit
+applied (committed = next offset to read <= applied + 1). While Redis is down
+the worker must not advance at all: no record counted, no offset committed.
+
+``NORTHSTAR_FAULT_REDIS_OUTAGE_S`` (default 30) sets the length of the
+unreachable-Redis outage of ``test_redis_unreachable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streamer.spec.model import Tree
+from streamer.state.evaluate import evaluate
+from streamer.state.store import Store
+from streamer.testing import MissingBinaryError, RedisServer, ServiceError, create_topic
+from streamer.testing.services import KafkaService
+from streamer.testing.stream import ChunkedProducer
+from streamer.testing.worker import (
+    WorkerProcess,
+    all_applied,
+    applied_offsets,
+    committed_offsets,
+    load_tree,
+    topic_end_offsets,
+    tree_on_topic,
+    value_differences,
+)
+from streamer.windows.units import Plan, compile_tree
+from tests.eventlog import GeneratedLog, default_knobs, generate
+from tests.reference import evaluate as reference_evaluate
+from tests.reference import ingest
+
+pytestmark = pytest.mark.services
+
+DEFINITIONS = Path(__file__).resolve().parents[2] / "definitions"
+TREES = ("education", "learning_users")
+OUTAGE_S = float(os.environ.get("NORTHSTAR_FAULT_REDIS_OUTAGE_S", "30"))
+SESSION_MS = 6000  # counters are compared exactly: no rebalance from a late heartbeat
+BATCH = 200  # small batches: a fault lands between apply and commit more often
+
+
+@dataclass
+class Source:
+    tree: Tree
+    plan: Plan
+    topic: str
+    log: GeneratedLog
+
+
+@dataclass
+class Watch:
+    """(seconds since start, committed, applied or None while Redis is down)."""
+
+    samples: list[tuple[float, dict[str, int], dict[str, int] | None]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@pytest.fixture(scope="module")
+def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this module (the tests stop it), AOF with ``appendfsync always``."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-aof"), appendonly=True)
+    try:
+        server.start()
+    except MissingBinaryError as exc:
+        pytest.fail(f"required service binary is missing: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(aof_redis: RedisServer) -> Iterator[Store]:
+    """A Store on the module's Redis, emptied first; its client gives up after
+    1 s without retries, so reading it while Redis is down fails fast."""
+    with contextlib.suppress(ServiceError):  # a test that failed mid-fault may have left it
+        aof_redis.resume()  # frozen,
+    try:
+        aof_redis.ping()
+    except redis.exceptions.RedisError:
+        aof_redis.restart()  # or stopped
+    client = aof_redis.client(socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
+    client.flushall()
+    try:
+        yield Store(client, namespace="faults")
+    finally:
+        client.close()
+
+
+def make_sources(broker: KafkaService, base: str, definitions: Path, n_events: int, seed: int) -> list[Source]:
+    sources = []
+    for i, name in enumerate(TREES):
+        topic = f"{base}-{name}"
+        create_topic(broker.bootstrap, topic, 1)
+        tree = load_tree(tree_on_topic(DEFINITIONS / f"{name}.yaml", topic, definitions))
+        log = generate(tree, seed + i, replace(default_knobs(tree), n_events=n_events))
+        sources.append(Source(tree, compile_tree(tree), topic, log))
+    return sources
+
+
+def start_worker(broker: KafkaService, redis_url: str, base: str, tmp_path: Path) -> WorkerProcess:
+    return WorkerProcess(
+        [tmp_path / "definitions"],
+        bootstrap=broker.bootstrap,
+        redis_url=redis_url,
+        group=f"g-{base}",
+        session_timeout_ms=SESSION_MS,
+        env={
+            "NORTHSTAR_NAMESPACE": "faults",
+            "NORTHSTAR_DEAD_LETTER_TOPIC": f"{base}-dead-letters",
+            "NORTHSTAR_APP_ID": f"app-{base}",
+            "NORTHSTAR_BATCH_MAX_RECORDS": str(BATCH),
+        },
+        workdir=tmp_path / "worker",
+        ready_timeout=90,
+    ).start()
+
+
+@contextlib.contextmanager
+def watching(client: dict[str, str], group: str, store: Store, sources: Sequence[Source]) -> Iterator[Watch]:
+    """Check ``committed <= applied + 1`` per partition every ~0.2 s in a thread."""
+    watch, stop = Watch(), threading.Event()
+    started = time.monotonic()
+    topics = [s.topic for s in sources]
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                committed = {f"{t}:{p}": o for (t, p), o in committed_offsets(client, group, topics).items()}
+                applied: dict[str, int] | None
+                try:  # after the commits: applied offsets only grow, so the check is sound
+                    applied = {
+                        f"{s.topic}:0": min(applied_offsets(store, [s.plan], f"{s.topic}:0")) for s in sources
+                    }
+                except redis.exceptions.RedisError:
+                    applied = None
+                watch.samples.append((time.monotonic() - started, committed, applied))
+                for partition, offset in committed.items():
+                    if applied is not None and offset > applied[partition] + 1:
+                        watch.violations.append(
+                            f"{partition}: committed {offset} but every unit applied only up to {applied[partition]}"
+                        )
+                stop.wait(0.2)
+        except BaseException as exc:
+            watch.error = exc
+
+    thread = threading.Thread(target=run, name="commit-watch", daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        stop.set()
+        thread.join(30)
+    if watch.error is not None:
+        raise watch.error
+    assert not watch.violations, "\n".join(watch.violations[:10])
+    assert any(a is not None for _, _, a in watch.samples), "the watcher never read the applied offsets"
+
+
+def read_state(worker: WorkerProcess) -> tuple[float, float, float]:
+    """(northstar_redis_up, records counted, batches applied) now."""
+    samples = worker.samples()
+    return (
+        samples.get(("northstar_redis_up", ()), -1.0),
+        samples.get(("northstar_events_total", ()), 0.0),
+        samples.get(("northstar_batches_total", ()), 0.0),
+    )
+
+
+def finish(worker: WorkerProcess, producer: ChunkedProducer, store: Store, sources: Sequence[Source], clock: int,
+           client: dict[str, str]) -> float:
+    """Wait for the whole stream to be applied; check values and counters
+    against the reference; return the seconds the final catch-up took."""
+    producer.join(timeout=120)
+    ends = {s.topic: topic_end_offsets(client, s.topic, len(s.log.lines)) for s in sources}
+    started = time.monotonic()
+
+    def done() -> bool:
+        if not worker.is_running():
+            pytest.fail(f"{worker.name} exited:\n{worker.log_tail()}")
+        return all(all_applied(store, [s.plan], s.topic, ends[s.topic]) for s in sources)
+
+    worker.wait_for(done, 90, "every unit applied to the end of its topic")
+    catch_up = time.monotonic() - started
+    problems: list[str] = []
+    for s in sources:
+        accepted = ingest(s.log.lines, s.tree, clock).accepted
+        midnights = s.log.midnights()
+        for at, got in zip(midnights, evaluate(store, s.plan, midnights), strict=True):
+            problems += value_differences(reference_evaluate(s.tree, accepted, at), got, label=f"{s.tree.tree} @ {at}: ")
+    assert not problems, "\n".join(problems)
+    for s in sources:
+        want = ingest(s.log.lines, s.tree, clock).counts
+        assert want.get("late") and want.get("duplicate"), f"a tame log: {want}"
+        for kind in ("accepted", "late", "duplicate"):
+            got = worker.sample(f"northstar_events_{kind}_total", {"tree": s.tree.tree})
+            assert (got or 0) == want.get(kind, 0), (s.tree.tree, kind, got, want.get(kind, 0))
+    # every record counted once: none re-read from Kafka after the faults
+    assert worker.total("northstar_events_total") == sum(len(s.log.lines) for s in sources)
+    return catch_up
+
+
+def check_held(worker: WorkerProcess, at_detection: tuple[float, float, float],
+               committed: dict[tuple[str, int], int], client: dict[str, str], group: str,
+               topics: list[str]) -> None:
+    """While Redis is down: probes say so, nothing is counted, nothing committed."""
+    redis_up, events, batches = read_state(worker)
+    assert redis_up == 0, f"northstar_redis_up {redis_up} while Redis is down"
+    assert (events, batches) == at_detection[1:], (
+        f"the worker advanced while Redis was down: records/batches {at_detection[1:]} -> {(events, batches)}"
+    )
+    status, body = worker.probe("/readyz")
+    assert (status, body["reason"], body["redis_up"]) == (503, "redis_unreachable", False), body
+    assert worker.probe("/healthz")[0] == 200
+    now = committed_offsets(client, group, topics)
+    assert now == committed, f"offsets committed while Redis was down: {committed} -> {now}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- 1
+
+
+@pytest.mark.timeout(180)
+def test_redis_restarted_mid_stream(
+    kafka_broker: KafkaService, aof_redis: RedisServer, store: Store, unique_topic: str, tmp_path: Path
+) -> None:
+    """Redis stopped twice while the worker consumes a stream, first SIGTERM
+    (clean shutdown), then SIGKILL (a crash: safe with ``appendfsync always``,
+    every acknowledged write is on disk before the reply), each time for a few
+    seconds, and started again on the same port and data directory. The
+    worker backs off, commits nothing while Redis is away, reloads its scripts
+    (NOSCRIPT after a restart) and resumes; a SIGKILL that lands between a
+    unit's script and its reply is made harmless by the applied-offset guard."""
+    clock = now_ms()
+    client = {"bootstrap_servers": kafka_broker.bootstrap}
+    sources = make_sources(kafka_broker, unique_topic, tmp_path / "definitions", 4000, seed=8_001)
+    group = f"g-{unique_topic}"
+    topics = [s.topic for s in sources]
+    worker = start_worker(kafka_broker, aof_redis.url, unique_topic, tmp_path)
+    producer = ChunkedProducer(client, {s.topic: s.log.lines for s in sources}, chunks=40, interval=0.4)
+    figures: list[str] = []
+    try:
+        with watching(client, group, store, sources) as watch:
+            producer.start()
+            for how in ("SIGTERM", "SIGKILL"):
+                # mid-stream: the worker is applying what keeps arriving
+                seen = read_state(worker)[1]
+                worker.wait_for(lambda: read_state(worker)[1] > seen, 30, "records applied before the fault")  # noqa: B023
+                assert not producer.done, "the stream ended before the fault: make it longer"
+                stopped = time.monotonic()
+                if how == "SIGTERM":
+                    aof_redis.terminate()
+                else:
+                    aof_redis.kill()
+                detect = worker.wait_for(lambda: read_state(worker)[0] == 0, 30, "northstar_redis_up 0")
+                at_detection = read_state(worker)
+                committed = committed_offsets(client, group, topics)
+                # down for 3 s more while records keep arriving: the worker holds still
+                while time.monotonic() - stopped < detect + 3.0:
+                    check_held(worker, at_detection, committed, client, group, topics)
+                    time.sleep(0.3)
+                aof_redis.restart()
+                back = time.monotonic()
+                resume = worker.wait_for(
+                    lambda: read_state(worker)[0] == 1 and read_state(worker)[1] > at_detection[1],  # noqa: B023
+                    60, "records applied after Redis returned",
+                )
+                status, body = worker.probe("/readyz")
+                assert status == 200 and body["ready"], body
+                figures.append(
+                    f"{how}: detected {detect:.1f}s after the stop, down {back - stopped:.1f}s, "
+                    f"resumed {resume:.1f}s after Redis returned"
+                )
+            catch_up = finish(worker, producer, store, sources, clock, client)
+    finally:
+        worker.stop()
+    print(f"\nRedis restarted mid-stream ({producer.produced} records, batches of {BATCH}): "
+          + "; ".join(figures) + f"; final catch-up {catch_up:.1f}s; commit checks {len(watch.samples)}")
+
+
+# --------------------------------------------------------------------------- 2
+
+
+@pytest.mark.timeout(max(180, int(OUTAGE_S * 2 + 120)))
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_redis_unreachable(
+    how: str, kafka_broker: KafkaService, aof_redis: RedisServer, store: Store, unique_topic: str, tmp_path: Path
+) -> None:
+    """Redis unreachable for ``OUTAGE_S`` seconds while records keep arriving:
+    ``stopped`` (SIGTERM: connections refused) or ``frozen`` (SIGSTOP: the
+    kernel still accepts connections, nothing answers, calls time out; on
+    SIGCONT Redis runs whatever was sent meanwhile, so a script the worker gave
+    up on may run after all: the applied-offset guard makes that harmless).
+
+    Backpressure: after detection the worker counts no record, applies no
+    batch and commits no offset until Redis returns, and its memory does not
+    grow with what is produced meanwhile (aiokafka fetches a partition again
+    only once the previous fetch was consumed); /readyz answers 503
+    ``redis_unreachable``, /healthz 200, ``northstar_redis_up`` 0. Then it
+    resumes and ends equal to the reference."""
+    clock = now_ms()
+    client = {"bootstrap_servers": kafka_broker.bootstrap}
+    sources = make_sources(kafka_broker, unique_topic, tmp_path / "definitions", 4000, seed=8_101)
+    group = f"g-{unique_topic}"
+    topics = [s.topic for s in sources]
+    worker = start_worker(kafka_broker, aof_redis.url, unique_topic, tmp_path)
+    # the stream runs from before the outage to after it
+    chunks = 30
+    producer = ChunkedProducer(
+        client, {s.topic: s.log.lines for s in sources}, chunks=chunks, interval=(OUTAGE_S + 12) / chunks
+    )
+    try:
+        with watching(client, group, store, sources) as watch:
+            producer.start()
+            worker.wait_for(lambda: read_state(worker)[1] > 0, 30, "records applied before the fault")
+            rss_before = worker.rss_bytes()
+            stopped = time.monotonic()
+            produced_at_stop = producer.produced
+            if how == "stopped":
+                aof_redis.terminate()
+            else:
+                aof_redis.pause()
+            detect = worker.wait_for(lambda: read_state(worker)[0] == 0, OUTAGE_S, "northstar_redis_up 0")
+            at_detection = read_state(worker)
+            committed = committed_offsets(client, group, topics)
+            checks = 0
+            while time.monotonic() - stopped < OUTAGE_S:
+                check_held(worker, at_detection, committed, client, group, topics)
+                checks += 1
+                time.sleep(0.5)
+            check_held(worker, at_detection, committed, client, group, topics)
+            rss_outage = worker.rss_bytes()
+            produced_meanwhile = producer.produced - produced_at_stop
+            assert produced_meanwhile > 0, "nothing was produced during the outage"
+            if how == "stopped":
+                aof_redis.restart()
+            else:
+                aof_redis.resume()
+            back = time.monotonic()
+            resume = worker.wait_for(
+                lambda: read_state(worker)[0] == 1 and read_state(worker)[1] > at_detection[1], 60,
+                "records applied after Redis returned",
+            )
+            status, body = worker.probe("/readyz")
+            assert status == 200 and body["ready"], body
+            catch_up = finish(worker, producer, store, sources, clock, client)
+    finally:
+        worker.stop()
+    print(
+        f"\nRedis {how} for {back - stopped:.1f}s ({producer.produced} records, batches of {BATCH}): detected "
+        f"{detect:.1f}s after the fault, held still through {checks} checks while {produced_meanwhile} records "
+        f"arrived, worker RSS {rss_before / 2**20:.1f} -> {rss_outage / 2**20:.1f} MiB, resumed {resume:.1f}s "
+        f"after Redis returned, final catch-up {catch_up:.1f}s, commit checks {len(watch.samples)}"
+    )
