@@ -45,7 +45,7 @@ class EventConsumer:
         *,
         max_records: int = 10_000,
         timeout_ms: int = 200,
-        retry_max_s: float = 30.0,
+        retry_max_s: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.consumer = consumer
