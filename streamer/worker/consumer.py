@@ -26,6 +26,12 @@ from streamer.worker.metrics import WorkerMetrics
 logger = logging.getLogger(__name__)
 
 
+class BatchAbandoned(Exception):
+    """Raised out of ``run()`` when the worker is stopped while Redis is
+    unreachable: the batch in hand is dropped unwritten and uncommitted (the
+    next owner of its partition reads it again)."""
+
+
 def partition_id(topic: str, partition: int) -> str:
     """The partition's name in Redis bookkeeping (applied offsets, watermarks)."""
     return f"{topic}:{partition}"
@@ -107,7 +113,8 @@ class EventConsumer:
         self, applier: BatchApplier, partition: str, raw: list[tuple[int, bytes]]
     ) -> BatchResult:
         """Apply; while Redis is unreachable, back off (capped) and try again: no
-        offset is committed for a batch that was not written."""
+        offset is committed for a batch that was not written. Stopped meanwhile:
+        :class:`BatchAbandoned`, so that a SIGTERM does not wait for Redis."""
         delay = 0.1
         while True:
             try:
@@ -124,8 +131,12 @@ class EventConsumer:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False
                 self.metrics.redis_up.set(0)
+                if self._stopping:
+                    raise BatchAbandoned(partition) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
+                if self._stopping:
+                    raise BatchAbandoned(partition) from exc
 
     def _update_lag(self) -> None:
         """Lag from the fetch high watermarks (Tansu reports these low: see

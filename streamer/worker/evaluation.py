@@ -11,6 +11,7 @@ from typing import Any
 
 import mode
 import orjson
+import redis
 
 from streamer.evaluate.delivery import AlertmanagerSink, Delivery, KafkaSink, Sink, WebhookSink
 from streamer.evaluate.evaluator import Evaluator
@@ -34,6 +35,7 @@ class EvaluationService(mode.Service):
         self.delivery: Delivery | None = None
         self.producer: Any = None
         self.session: Any = None
+        self.redis_ok = True
 
     async def on_start(self) -> None:
         import aiohttp
@@ -57,9 +59,18 @@ class EvaluationService(mode.Service):
             return
         try:
             results = await asyncio.to_thread(self.evaluator.run_once)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # one line when Redis goes away, not a traceback every tick
+            if self.redis_ok:
+                logger.warning("evaluation paused: Redis unavailable (%s); retrying every tick", exc)
+            self.redis_ok = False
+            return
         except Exception:
             logger.exception("evaluation failed; retrying next tick")
             return
+        if not self.redis_ok:
+            logger.warning("evaluation resumed: Redis reachable again")
+        self.redis_ok = True
         for snapshot, events in results:
             await self.producer.send_and_wait(
                 self.settings.snapshots_topic, orjson.dumps(snapshot), key=snapshot["tree"].encode()

@@ -59,7 +59,9 @@ def readiness(status: Status) -> tuple[bool, dict[str, Any]]:
     return reason is None, body
 
 
-def make_app(registry: CollectorRegistry, status: Callable[[], Status]) -> Callable[..., Iterable[bytes]]:
+def make_app(
+    registry: CollectorRegistry, status: Callable[[], Status]
+) -> Callable[..., Iterable[bytes]]:
     """A WSGI app: ``/healthz``, ``/readyz``, everything else ``/metrics`` as before."""
     metrics = make_wsgi_app(registry)
 
@@ -81,13 +83,17 @@ def _json(start_response: Callable[..., Any], code: int, body: dict[str, Any]) -
     phrase = "OK" if code == 200 else "Service Unavailable"
     start_response(
         f"{code} {phrase}",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Cache-Control", "no-store")],
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ],
     )
     return [payload]
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Probes every few seconds would flood the log."""
 
 
@@ -97,7 +103,9 @@ def serve(
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr:port`` from a
     daemon thread (``server.shutdown()`` stops it), like prometheus_client's
     ``start_http_server``."""
-    server = make_server(addr, port, make_app(registry, status), ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(
+        addr, port, make_app(registry, status), ThreadingWSGIServer, handler_class=_QuietHandler
+    )
     thread = threading.Thread(target=server.serve_forever, name="northstar-metrics", daemon=True)
     thread.start()
     return server, thread

@@ -15,7 +15,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
 from streamer.state.store import Store
-from streamer.worker.consumer import EventConsumer
+from streamer.worker.consumer import BatchAbandoned, EventConsumer
 from streamer.worker.deadletter import DeadLetters
 from streamer.worker.health import Status, serve
 from streamer.worker.metrics import WorkerMetrics
@@ -131,7 +131,10 @@ class EventService(mode.Service):
         while self.events is None and not self.should_stop:
             await self.sleep(0.05)
         if self.events is not None:
-            await self.events.run()
+            try:
+                await self.events.run()
+            except BatchAbandoned as exc:
+                logger.warning("stopped while Redis was unreachable: batch of %s left uncommitted", exc)
 
     async def on_stop(self) -> None:
         if self.events is not None:

@@ -26,9 +26,18 @@ def test_readiness_names_what_is_missing_redis_first() -> None:
         True,
         {"ready": True, "reason": None, "redis_up": True, "joined": True, "assigned_partitions": 2},
     )
-    assert readiness(Status(redis_up=False, joined=True, assigned_partitions=2))[1]["reason"] == "redis_unreachable"
-    assert readiness(Status(redis_up=True, joined=False, assigned_partitions=0))[1]["reason"] == "not_joined"
-    assert readiness(Status(redis_up=False, joined=False, assigned_partitions=0))[1]["reason"] == "redis_unreachable"
+    assert (
+        readiness(Status(redis_up=False, joined=True, assigned_partitions=2))[1]["reason"]
+        == "redis_unreachable"
+    )
+    assert (
+        readiness(Status(redis_up=True, joined=False, assigned_partitions=0))[1]["reason"]
+        == "not_joined"
+    )
+    assert (
+        readiness(Status(redis_up=False, joined=False, assigned_partitions=0))[1]["reason"]
+        == "redis_unreachable"
+    )
     # a standby (joined, no partition: more workers than partitions) is ready
     assert readiness(Status(redis_up=True, joined=True, assigned_partitions=0))[0] is True
 
@@ -75,7 +84,11 @@ def test_probes_and_metrics_on_one_port(served: _Served) -> None:
     )
     served.status = Status(redis_up=False, joined=True, assigned_partitions=3)
     code, _, body = served.get(READYZ)
-    assert (code, json.loads(body)["reason"], json.loads(body)["ready"]) == (503, "redis_unreachable", False)
+    assert (code, json.loads(body)["reason"], json.loads(body)["ready"]) == (
+        503,
+        "redis_unreachable",
+        False,
+    )
 
     code, kind, body = served.get("/metrics")
     assert code == 200 and kind.startswith("text/plain")
