@@ -126,7 +126,9 @@ class EventConsumer:
                 self.metrics.redis_up.set(1)
                 return result
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    redis.exceptions.BusyLoadingError) as exc:
+                    redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError) as exc:
+                # OutOfMemoryError: maxmemory reached with noeviction; it refuses
+                # writes until memory is freed or raised: wait, like for an outage
                 if self.healthy:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False

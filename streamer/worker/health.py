@@ -7,7 +7,8 @@ metrics port (docs/worker.md, "Failure behaviour"):
 - ``GET /readyz``: 200 once the worker joined its consumer group and its last
   Redis call succeeded; otherwise 503. Both answer a JSON body:
   ``{"ready": bool, "reason": str | null, "redis_up": bool, "joined": bool,
-  "assigned_partitions": int}``, reason ``redis_unreachable`` or
+  "assigned_partitions": int}``, reason ``redis_unavailable`` (the last
+  Redis call failed: unreachable, timed out, loading, or out of memory) or
   ``not_joined``.
 
 A joined worker that owns no partition (more workers than partitions) is
@@ -46,7 +47,7 @@ def readiness(status: Status) -> tuple[bool, dict[str, Any]]:
     """(ready, JSON body) for ``status``; Redis first: it is what an operator must fix."""
     reason = None
     if not status.redis_up:
-        reason = "redis_unreachable"
+        reason = "redis_unavailable"
     elif not status.joined:
         reason = "not_joined"
     body = {

@@ -12,7 +12,7 @@ applied (committed = next offset to read <= applied + 1). While Redis is down
 the worker must not advance at all: no record counted, no offset committed.
 
 ``NORTHSTAR_FAULT_REDIS_OUTAGE_S`` (default 30) sets the length of the
-unreachable-Redis outage of ``test_redis_unreachable``.
+unreachable-Redis outage of ``test_redis_unavailable``.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def store(aof_redis: RedisServer) -> Iterator[Store]:
         socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
     )
     client.flushall()
+    client.config_set("maxmemory", "0")  # test_redis_full may have failed with it set
     try:
         yield Store(client, namespace="faults")
     finally:
@@ -298,7 +299,7 @@ def check_held(
         f"the worker advanced while Redis was down: records/batches {at_detection[1:]} -> {(events, batches)}"
     )
     status, body = worker.probe("/readyz")
-    assert (status, body["reason"], body["redis_up"]) == (503, "redis_unreachable", False), body
+    assert (status, body["reason"], body["redis_up"]) == (503, "redis_unavailable", False), body
     assert worker.probe("/healthz")[0] == 200
     now = committed_offsets(client, group, topics)
     assert now == committed, f"offsets committed while Redis was down: {committed} -> {now}"
@@ -391,7 +392,7 @@ def test_redis_restarted_mid_stream(
 
 @pytest.mark.timeout(max(180, int(OUTAGE_S * 2 + 120)))
 @pytest.mark.parametrize("how", ["stopped", "frozen"])
-def test_redis_unreachable(
+def test_redis_unavailable(
     how: str,
     kafka_broker: KafkaService,
     aof_redis: RedisServer,
@@ -409,7 +410,7 @@ def test_redis_unreachable(
     batch and commits no offset until Redis returns, and its memory does not
     grow with what is produced meanwhile (aiokafka fetches a partition again
     only once the previous fetch was consumed); /readyz answers 503
-    ``redis_unreachable``, /healthz 200, ``northstar_redis_up`` 0. Then it
+    ``redis_unavailable``, /healthz 200, ``northstar_redis_up`` 0. Then it
     resumes and ends equal to the reference."""
     clock = now_ms()
     client = {"bootstrap_servers": kafka_broker.bootstrap}
@@ -601,4 +602,65 @@ def test_worker_stopped_while_redis_is_down(
     print(
         f"\nworker SIGTERMed while Redis was down: exited 0 after {stopped_in:.1f}s; the next worker "
         f"caught up in {catch_up:.1f}s, {reread} records read twice, {shifted} counted late after a lost reply"
+    )
+
+
+# --------------------------------------------------------------------------- 4
+
+
+@pytest.mark.timeout(180)
+def test_redis_full(
+    kafka_broker: KafkaService,
+    aof_redis: RedisServer,
+    store: Store,
+    unique_topic: str,
+    tmp_path: Path,
+) -> None:
+    """Redis at ``maxmemory`` with ``noeviction`` (the policy the deployment
+    sets) refuses the units' scripts with OOM: the worker waits as for an
+    outage (it used to crash on the error), commits nothing, says so, and
+    resumes once memory is raised; values equal the reference."""
+    clock = now_ms()
+    client = {"bootstrap_servers": kafka_broker.bootstrap}
+    sources = make_sources(kafka_broker, unique_topic, tmp_path / "definitions", 2500, seed=8_301)
+    group = f"g-{unique_topic}"
+    topics = [s.topic for s in sources]
+    worker = start_worker(kafka_broker, aof_redis.url, unique_topic, tmp_path)
+    producer = ChunkedProducer(
+        client, {s.topic: s.log.lines for s in sources}, chunks=20, interval=0.4
+    )
+    admin = aof_redis.client()
+    try:
+        with watching(client, group, store, sources):
+            producer.start()
+            worker.wait_for(
+                lambda: read_state(worker)[1] > 0, 30, "records applied before the fault"
+            )
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")  # below any real use: every write refused
+            full = time.monotonic()
+            detect = worker.wait_for(lambda: read_state(worker)[0] == 0, 30, "northstar_redis_up 0")
+            at_detection = read_state(worker)
+            committed = committed_offsets(client, group, topics)
+            while time.monotonic() - full < detect + 4.0:
+                assert worker.is_running(), f"the worker exited:\n{worker.log_tail()}"
+                check_held(worker, at_detection, committed, client, group, topics)
+                time.sleep(0.3)
+            admin.config_set("maxmemory", "0")
+            resume = worker.wait_for(
+                lambda: read_state(worker)[0] == 1 and read_state(worker)[1] > at_detection[1],
+                30,
+                "records applied after memory was raised",
+            )
+            catch_up, reread, shifted = finish(
+                worker, producer, store, sources, clock, client, faults=1
+            )
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.close()
+        worker.stop()
+    print(
+        f"\nRedis full (OOM, noeviction): detected {detect:.1f}s after, resumed {resume:.1f}s "
+        f"after memory was raised, catch-up {catch_up:.1f}s, {reread} records read twice, "
+        f"{shifted} counted late after a lost reply"
     )

@@ -28,7 +28,7 @@ def test_readiness_names_what_is_missing_redis_first() -> None:
     )
     assert (
         readiness(Status(redis_up=False, joined=True, assigned_partitions=2))[1]["reason"]
-        == "redis_unreachable"
+        == "redis_unavailable"
     )
     assert (
         readiness(Status(redis_up=True, joined=False, assigned_partitions=0))[1]["reason"]
@@ -36,7 +36,7 @@ def test_readiness_names_what_is_missing_redis_first() -> None:
     )
     assert (
         readiness(Status(redis_up=False, joined=False, assigned_partitions=0))[1]["reason"]
-        == "redis_unreachable"
+        == "redis_unavailable"
     )
     # a standby (joined, no partition: more workers than partitions) is ready
     assert readiness(Status(redis_up=True, joined=True, assigned_partitions=0))[0] is True
@@ -86,7 +86,7 @@ def test_probes_and_metrics_on_one_port(served: _Served) -> None:
     code, _, body = served.get(READYZ)
     assert (code, json.loads(body)["reason"], json.loads(body)["ready"]) == (
         503,
-        "redis_unreachable",
+        "redis_unavailable",
         False,
     )
 
