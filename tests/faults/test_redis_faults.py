@@ -2,9 +2,12 @@
 streams (each on a 1-partition topic of its own, produced in chunks by a
 background thread) while the test stops, crashes or freezes the Redis it
 writes to (a ``redis-server`` of this module, AOF on with ``appendfsync
-always``). Each test ends with every metric at every evaluation midnight equal
-to the brute-force reference, and the accepted/late/duplicate counters equal
-to the reference's counts (so nothing was lost, applied twice or re-read).
+always``), or fills it up. Each test ends with every metric at every
+evaluation midnight equal to the brute-force reference, and the
+accepted/late/duplicate counters summing to the reference's counts (nothing
+lost, applied twice or re-read; see ``finish`` for the one known shift from
+accepted to late after a lost reply, bounded here and pinned down by the
+xfail test at the end).
 
 Throughout, a watcher thread reads the group's committed offsets, then the
 units' applied offsets: a committed offset may never pass what every unit
@@ -12,7 +15,7 @@ applied (committed = next offset to read <= applied + 1). While Redis is down
 the worker must not advance at all: no record counted, no offset committed.
 
 ``NORTHSTAR_FAULT_REDIS_OUTAGE_S`` (default 30) sets the length of the
-unreachable-Redis outage of ``test_redis_unavailable``.
+unreachable-Redis outage of ``test_redis_unreachable``.
 """
 
 from __future__ import annotations
@@ -221,11 +224,12 @@ def finish(
     duplicate to late.
 
     Counters: every event counted once, as accepted, late or duplicate, like
-    the reference. One known shift: a batch whose apply ran but whose reply
-    was lost (Redis died or froze after executing it) is applied again; its
-    units change nothing, but its verdicts are computed against the watermark
-    it advanced itself, so its events older than that watermark minus the
-    horizon now count as late. At most one batch per fault.
+    the reference. One known shift: a batch whose verdicts or apply ran but
+    whose reply was lost (Redis died or froze after executing it) is judged
+    again against what it wrote itself: the watermark it advanced (its events
+    older than that minus the horizon count as late) and the insert ids it
+    recorded (an event can count as a duplicate of a later event of the same
+    batch). At most one batch per fault; see the xfail tests at the end.
     ``reread_allowed``: the worker may have left its group (blocked past the
     poll interval) and re-read from its last commit; the counters then count
     those records again (the state does not: docs/worker.md, "Exactly once").
@@ -269,14 +273,14 @@ def finish(
         assert sum(counts.values()) == sum(wanted.values()), (
             f"{s.tree.tree}: counted {counts}, reference {wanted}"
         )
-        moved = counts["late"] - wanted["late"]
+        moved = wanted["accepted"] - counts["accepted"]
         assert (
-            counts["accepted"] <= wanted["accepted"]
-            and counts["duplicate"] <= wanted["duplicate"]
-            and moved >= 0
+            moved >= 0
+            and counts["late"] >= wanted["late"]
+            and counts["duplicate"] >= wanted["duplicate"]
         ), f"{s.tree.tree}: counted {counts}, reference {wanted}"
         shifted += moved
-    assert shifted <= faults * BATCH, f"{shifted} events counted late instead of accepted/duplicate"
+    assert shifted <= faults * BATCH, f"{shifted} events counted late/duplicate instead of accepted"
     records = sum(len(s.log.lines) for s in sources)
     reread = int(worker.total("northstar_events_total")) + before.get(("", "events"), 0) - records
     # every record counted once: none re-read from Kafka after the faults
@@ -382,7 +386,7 @@ def test_redis_restarted_mid_stream(
     print(
         f"\nRedis restarted mid-stream ({producer.produced} records, batches of {BATCH}): "
         + "; ".join(figures)
-        + f"; final catch-up {catch_up:.1f}s; {shifted} events counted late "
+        + f"; final catch-up {catch_up:.1f}s; {shifted} events counted late/duplicate "
         f"instead of accepted (a lost reply); commit checks {len(watch.samples)}"
     )
 
@@ -392,7 +396,7 @@ def test_redis_restarted_mid_stream(
 
 @pytest.mark.timeout(max(180, int(OUTAGE_S * 2 + 120)))
 @pytest.mark.parametrize("how", ["stopped", "frozen"])
-def test_redis_unavailable(
+def test_redis_unreachable(
     how: str,
     kafka_broker: KafkaService,
     aof_redis: RedisServer,
@@ -492,7 +496,7 @@ def test_redis_unavailable(
         f"{detect:.1f}s after the fault, held still through {checks} checks while {produced_meanwhile} records "
         f"arrived, {len(outage_log)} log lines, worker RSS {rss_before / 2**20:.1f} -> {rss_outage / 2**20:.1f} MiB, resumed {resume:.1f}s "
         f"after Redis returned, final catch-up {catch_up:.1f}s, {reread} records read twice, "
-        f"{shifted} events counted late instead of accepted (a lost reply), "
+        f"{shifted} events counted late/duplicate instead of accepted (a lost reply), "
         f"commit checks {len(watch.samples)}"
     )
 
@@ -601,7 +605,7 @@ def test_worker_stopped_while_redis_is_down(
             second.stop()
     print(
         f"\nworker SIGTERMed while Redis was down: exited 0 after {stopped_in:.1f}s; the next worker "
-        f"caught up in {catch_up:.1f}s, {reread} records read twice, {shifted} counted late after a lost reply"
+        f"caught up in {catch_up:.1f}s, {reread} records read twice, {shifted} counted late/duplicate after a lost reply"
     )
 
 
@@ -662,5 +666,56 @@ def test_redis_full(
     print(
         f"\nRedis full (OOM, noeviction): detected {detect:.1f}s after, resumed {resume:.1f}s "
         f"after memory was raised, catch-up {catch_up:.1f}s, {reread} records read twice, "
-        f"{shifted} counted late after a lost reply"
+        f"{shifted} counted late/duplicate after a lost reply"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a batch judged again after its verdict round trip ran sees the insert ids it recorded "
+    "itself: an accepted event can turn duplicate and, if no unit applied the batch yet, is lost "
+    "from the state",
+)
+def test_batch_retried_between_round_trips_keeps_its_events(store: Store) -> None:
+    """Three events with one insert id in one batch at T + 1.5 D, T and
+    T + 1.2 D (D: the dedupe horizon): judged in order, all are accepted, as
+    the reference says (each is more than D from the id's latest accepted
+    event). Redis goes away after the batch's first round trip (verdicts,
+    which record the insert ids) and before the second (the units' apply);
+    the retry must still apply all three."""
+    from streamer.engine import BatchApplier
+
+    tree = load_tree(DEFINITIONS / "education.yaml")
+    plan = compile_tree(tree)
+    dedupe, t0 = tree.dedupe_horizon * 1000, 1_717_000_000_000
+
+    def event(user: str, t: int) -> bytes:
+        return (
+            f'{{"event_type": "lesson_completed", "user_id": "{user}", "time": {t}, '
+            f'"insert_id": "same-id", "event_properties": {{"minutes": 5}}}}'
+        ).encode()
+
+    batch = [
+        (0, event("a", t0 + 3 * dedupe // 2)),
+        (1, event("b", t0)),
+        (2, event("c", t0 + 6 * dedupe // 5)),
+    ]
+    now, at = t0 + 2 * dedupe, [t0 + 2 * dedupe]
+    assert ingest([line for _, line in batch], tree, now).counts["accepted"] == 3
+
+    clean = Store(store.client, namespace="clean")
+    BatchApplier(clean, [tree]).apply("t:0", batch, now)
+    applier = BatchApplier(store, [tree])
+    second_round_trip = store.apply
+
+    def redis_goes_away(*args: object, **kwargs: object) -> list[bool]:
+        store.apply = second_round_trip  # type: ignore[method-assign]
+        raise redis.exceptions.ConnectionError("Redis went away between the round trips")
+
+    store.apply = redis_goes_away  # type: ignore[method-assign]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        applier.apply("t:0", batch, now)
+    retried = applier.apply("t:0", batch, now)  # what the worker does next
+    problems = value_differences(evaluate(clean, plan, at)[0], evaluate(store, plan, at)[0])
+    assert not problems, problems
+    assert retried.counts["accepted:education"] == 3
