@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 class BatchAbandoned(Exception):
     """Raised out of ``run()`` when the worker is stopped while Redis is
-    unreachable: the batch in hand is dropped unwritten and uncommitted (the
+    unavailable: the batch in hand is dropped unwritten and uncommitted (the
     next owner of its partition reads it again)."""
 
 
