@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,9 @@ class RedisServer(ServiceBase):
 
     No persistence by default (``--save '' --appendonly no``); ``appendonly=True``
     turns on the AOF with ``appendfsync always`` so a ``kill()`` loses nothing that
-    was acknowledged. ``restart()`` keeps port and data directory.
+    was acknowledged. ``restart()`` keeps port and data directory. Faults:
+    ``terminate()`` (SIGTERM), ``kill()`` (SIGKILL), ``pause()``/``resume()``
+    (SIGSTOP/SIGCONT: a server that answers nothing).
     """
 
     service_name = "redis"
@@ -186,6 +190,8 @@ class RedisServer(ServiceBase):
 
     def _stop(self) -> None:
         if self._process is not None:
+            if self._process.is_running() and self._process.pid is not None:
+                os.kill(self._process.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self._process.stop()
             self._process = None
 
@@ -194,6 +200,27 @@ class RedisServer(ServiceBase):
         if self._process is not None:
             self._process.kill()
             self._process = None
+
+    def terminate(self) -> None:
+        """SIGTERM the server (a clean shutdown: with the AOF on, it syncs and
+        exits); ``restart()`` brings it back on the same port and data."""
+        self._stop()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its port and connections (the kernel
+        still accepts new ones) but answers nothing, like a hung or
+        unreachable Redis, until ``resume()``."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a ``pause()``d server: it executes what was sent meanwhile."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        process = self._process
+        if process is None or process.pid is None or not process.is_running():
+            raise ServiceError(f"redis-server :{self.port} is not running")
+        os.kill(process.pid, signum)
 
     def restart(self) -> None:
         self._stop()

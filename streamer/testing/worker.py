@@ -222,6 +222,25 @@ class WorkerProcess(ServiceBase):
 
     # ------------------------------------------------------------------ metrics
 
+    def probe(self, path: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of ``/healthz`` or ``/readyz`` (503 is an answer, not an error)."""
+        import json
+        import urllib.error
+
+        url = f"http://{HOST}:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker process now (Linux ``/proc``)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ServiceError(f"{self.name}: no VmRSS in /proc/{self.pid}/status")
+
     def samples(self, timeout: float = 2.0) -> Samples:
         """Every sample on ``/metrics`` now (raises if the endpoint does not answer)."""
         with urllib.request.urlopen(self.metrics_url, timeout=timeout) as response:

@@ -26,6 +26,12 @@ from streamer.worker.metrics import WorkerMetrics
 logger = logging.getLogger(__name__)
 
 
+class BatchAbandoned(Exception):
+    """Raised out of ``run()`` when the worker is stopped while Redis is
+    unavailable: the batch in hand is dropped unwritten and uncommitted (the
+    next owner of its partition reads it again)."""
+
+
 def partition_id(topic: str, partition: int) -> str:
     """The partition's name in Redis bookkeeping (applied offsets, watermarks)."""
     return f"{topic}:{partition}"
@@ -45,7 +51,7 @@ class EventConsumer:
         *,
         max_records: int = 10_000,
         timeout_ms: int = 200,
-        retry_max_s: float = 30.0,
+        retry_max_s: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.consumer = consumer
@@ -107,7 +113,8 @@ class EventConsumer:
         self, applier: BatchApplier, partition: str, raw: list[tuple[int, bytes]]
     ) -> BatchResult:
         """Apply; while Redis is unreachable, back off (capped) and try again: no
-        offset is committed for a batch that was not written."""
+        offset is committed for a batch that was not written. Stopped meanwhile:
+        :class:`BatchAbandoned`, so that a SIGTERM does not wait for Redis."""
         delay = 0.1
         while True:
             try:
@@ -119,13 +126,19 @@ class EventConsumer:
                 self.metrics.redis_up.set(1)
                 return result
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    redis.exceptions.BusyLoadingError) as exc:
+                    redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError) as exc:
+                # OutOfMemoryError: maxmemory reached with noeviction; it refuses
+                # writes until memory is freed or raised: wait, like for an outage
                 if self.healthy:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False
                 self.metrics.redis_up.set(0)
+                if self._stopping:
+                    raise BatchAbandoned(partition) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
+                if self._stopping:
+                    raise BatchAbandoned(partition) from exc
 
     def _update_lag(self) -> None:
         """Lag from the fetch high watermarks (Tansu reports these low: see

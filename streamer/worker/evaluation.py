@@ -12,6 +12,7 @@ from typing import Any
 
 import mode
 import orjson
+import redis
 
 from streamer.evaluate.delivery import AlertmanagerSink, Delivery, KafkaSink, Sink, WebhookSink
 from streamer.evaluate.evaluator import Evaluator
@@ -38,6 +39,7 @@ class EvaluationService(mode.Service):
         self.session: Any = None
         self.store: Store | None = None
         self._next_touch = 0.0
+        self.redis_ok = True
 
     async def on_start(self) -> None:
         import aiohttp
@@ -63,9 +65,18 @@ class EvaluationService(mode.Service):
         await self.touch_state()
         try:
             results = await asyncio.to_thread(self.evaluator.run_once)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # one line when Redis goes away, not a traceback every tick
+            if self.redis_ok:
+                logger.warning("evaluation paused: Redis unavailable (%s); retrying every tick", exc)
+            self.redis_ok = False
+            return
         except Exception:
             logger.exception("evaluation failed; retrying next tick")
             return
+        if not self.redis_ok:
+            logger.warning("evaluation resumed: Redis reachable again")
+        self.redis_ok = True
         for snapshot, events in results:
             await self.producer.send_and_wait(
                 self.settings.snapshots_topic, orjson.dumps(snapshot), key=snapshot["tree"].encode()
@@ -85,6 +96,9 @@ class EvaluationService(mode.Service):
         self._next_touch = time.monotonic() + min(retention.refresh_every_s(retention.ttl_ms(p)) for p in plans)
         try:
             report = await asyncio.to_thread(touch, self.store, plans, retention)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self._next_touch = 0.0  # the evaluation below reports the outage once
+            return
         except Exception:
             logger.exception("state touch failed; retrying next tick")
             self._next_touch = 0.0

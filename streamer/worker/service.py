@@ -11,14 +11,14 @@ from typing import Any
 
 import mode
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import start_http_server
 
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
 from streamer.state.expiry import Refresher
 from streamer.state.store import Store
-from streamer.worker.consumer import EventConsumer
+from streamer.worker.consumer import BatchAbandoned, EventConsumer
 from streamer.worker.deadletter import DeadLetters
+from streamer.worker.health import Status, serve
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -43,12 +43,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, events: EventConsumer) -> None:
         self.events = events
+        self.joined = False  # the group gave this worker an assignment (maybe empty)
+        self.assigned = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.events.busy:
             pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined, self.assigned = True, len(assigned)
         logger.info("assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -65,6 +68,7 @@ class EventService(mode.Service):
         self.producer: Any = None
         self.events: EventConsumer | None = None
         self._metrics_server: Any = None
+        self._rebalance: _Rebalance | None = None
 
     def _applier(self, store: Store, trees: Sequence[Tree]) -> BatchApplier:
         applier = BatchApplier(store, trees)
@@ -75,9 +79,8 @@ class EventService(mode.Service):
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         if self.settings.metrics_port:
-            self._metrics_server = start_http_server(
-                self.settings.metrics_port, addr="0.0.0.0", registry=self.metrics.registry
-            )
+            # /metrics, /healthz, /readyz (streamer/worker/health.py)
+            self._metrics_server = serve(self.settings.metrics_port, self.metrics.registry, self.status)
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
         # one applier per topic: a tree reads only its own source.topic
         appliers = {
@@ -112,15 +115,28 @@ class EventService(mode.Service):
             timeout_ms=self.settings.batch_timeout_ms,
             retry_max_s=self.settings.redis_retry_max_s,
         )
-        self.consumer.subscribe(source_topics(self.trees), listener=_Rebalance(self.events))
+        self._rebalance = _Rebalance(self.events)
+        self.consumer.subscribe(source_topics(self.trees), listener=self._rebalance)
         logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)
+
+    def status(self) -> Status:
+        """What /readyz decides from (read by the metrics server's thread)."""
+        events, rebalance = self.events, self._rebalance
+        return Status(
+            redis_up=events.healthy if events is not None else True,
+            joined=rebalance is not None and rebalance.joined,
+            assigned_partitions=rebalance.assigned if rebalance is not None else 0,
+        )
 
     @mode.Service.task
     async def _consume(self) -> None:
         while self.events is None and not self.should_stop:
             await self.sleep(0.05)
         if self.events is not None:
-            await self.events.run()
+            try:
+                await self.events.run()
+            except BatchAbandoned as exc:
+                logger.warning("stopped while Redis was unreachable: batch of %s left uncommitted", exc)
 
     async def on_stop(self) -> None:
         if self.events is not None:

@@ -91,7 +91,7 @@ class WorkerSettings(BaseSettings):
     batch_timeout_ms: int = Field(default=200, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
-    redis_retry_max_s: float = Field(default=30.0, gt=0)
+    redis_retry_max_s: float = Field(default=2.0, gt=0)
     evaluate_interval_s: float = Field(default=5.0, gt=0)
     clock: Literal["watermark", "wall"] = "watermark"
     alerts_topic: str = "northstar-alerts"
