@@ -130,7 +130,8 @@ def create_topic(
 
 
 class TansuBroker(ServiceBase):
-    """A Tansu broker on 127.0.0.1 with in-memory storage; ``bootstrap`` is "127.0.0.1:PORT"."""
+    """A Tansu broker on 127.0.0.1 with in-memory storage; ``bootstrap`` is "127.0.0.1:PORT"
+    (the advertised port: ``advertised_port`` when given, e.g. a proxy's)."""
 
     service_name = "tansu"
 
@@ -140,31 +141,34 @@ class TansuBroker(ServiceBase):
         *,
         port: int | None = None,
         cluster_id: str = "northstar_test",
+        advertised_port: int | None = None,
         startup_timeout: float = 30.0,
         keep_workdir: bool = False,
     ) -> None:
         super().__init__(workdir, keep_workdir=keep_workdir)
         self.port = free_port(HOST) if port is None else port
+        # clients are sent to the advertised port (e.g. a streamer.testing.proxy
+        # in front of the broker); the bootstrap is then that port too
+        self.advertised_port = self.port if advertised_port is None else advertised_port
         self.cluster_id = cluster_id
         self.startup_timeout = startup_timeout
         self._process: ManagedProcess | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{HOST}:{self.advertised_port}"
 
     @property
     def log_path(self) -> Path:
         return self.workdir / "tansu.log"
 
     def argv(self) -> list[str]:
-        url = f"tcp://{HOST}:{self.port}"
         return [
             tansu_binary(),
             "broker",
             f"--cluster-id={self.cluster_id}",
-            f"--listener-url={url}",
-            f"--advertised-listener-url={url}",
+            f"--listener-url=tcp://{HOST}:{self.port}",
+            f"--advertised-listener-url=tcp://{HOST}:{self.advertised_port}",
             "--storage-engine=memory://tansu/",
         ]
 
