@@ -127,7 +127,7 @@ class Store:
                     3,
                     self.keys.watermark(tree),
                     self.keys.insert_ids(tree),
-                    self.keys.insert_id_times(tree),
+                    self.keys.insert_id_times(tree, partition),
                     partition,
                     horizon,
                     dedupe,
