@@ -189,10 +189,9 @@ def test_rebalance_with_batches_in_flight(
         want = {(s.topic, p): end + 1 for s in sources for p, end in s.ends.items()}
         c.wait_for(lambda: committed_offsets(client, group, [s.topic for s in sources]) == want,
                    30, "the group committed the end of every partition")
-        records = sum(len(s.log.lines) for s in sources)
-        c.wait_for(lambda: sum(read.values()) + c.total("northstar_events_total") >= records, 10,
-                   "every record counted")
+        # b's count is from just before its kill (a lower bound): no total to wait for
         read["c"] = c.total("northstar_events_total")
+        records = sum(len(s.log.lines) for s in sources)
     finally:
         for w in everyone:
             w.stop()
@@ -205,6 +204,6 @@ def test_rebalance_with_batches_in_flight(
         f"{timings['join']:.1f}s after its launch; a left (SIGTERM): its partitions moved in "
         f"{timings['leave']:.1f}s; b crashed (SIGKILL): c owned everything {timings['crash']:.1f}s "
         f"after; records read {sum(read.values()):.0f} (a {read['a']:.0f}, b >= {read['b']:.0f}, "
-        f"c {read['c']:.0f}) = at least {sum(read.values()) - records:.0f} re-read; "
+        f"c {read['c']:.0f}) = at least {max(0.0, sum(read.values()) - records):.0f} re-read; "
         f"commits refused after a rebalance: {refused}; faults at chunks {at_chunk} of {CHUNKS}"
     )
