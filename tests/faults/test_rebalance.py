@@ -35,6 +35,7 @@ from streamer.testing import create_topic, wait_until
 from streamer.testing.services import KafkaService, RedisService
 from streamer.testing.worker import (
     WorkerProcess,
+    applied_offsets,
     committed_offsets,
     load_tree,
     topic_end_offsets,
@@ -125,7 +126,7 @@ def test_rebalance_with_batches_in_flight(
             redis_url=redis_server.url,
             group=group,
             session_timeout_ms=SESSION_MS,
-            env=worker_env("rb", unique_topic, NORTHSTAR_BATCH_MAX_RECORDS="60"),
+            env=worker_env("rb", unique_topic, NORTHSTAR_BATCH_MAX_RECORDS="10"),
             name=name,
             workdir=tmp_path / name,
             ready_timeout=60,
@@ -171,10 +172,19 @@ def test_rebalance_with_batches_in_flight(
         timings["leave"] = time.monotonic() - started
         chunk_reached(producer.done + 3)
 
+        # kill b busy: right after it applied a batch, while the chunk's next
+        # batches are fetched and applied
+        batches = b.total("northstar_batches_total")
+        b.wait_for(lambda: b.total("northstar_batches_total") > batches, 30, "b applying a batch")
         at_chunk["crash"] = producer.done
         read["b"] = b.total("northstar_events_total")
         started = time.monotonic()
         b.kill()  # a crash: whatever it applied but did not commit is re-delivered to c
+        # what the crash left: partitions whose units applied records beyond the commit
+        applied = {(s.topic, p): min(applied_offsets(store, [s.plan], f"{s.topic}:{p}"))
+                   for s in sources for p in range(PARTITIONS)}
+        done = committed_offsets(client, group, [s.topic for s in sources])
+        ahead = sum(off + 1 > done.get(tp, 0) for tp, off in applied.items())
         c.wait_for(lambda: assigned([c]) == total_partitions, 60, "c owns every partition")
         timings["crash"] = time.monotonic() - started
 
@@ -205,5 +215,6 @@ def test_rebalance_with_batches_in_flight(
         f"{timings['leave']:.1f}s; b crashed (SIGKILL): c owned everything {timings['crash']:.1f}s "
         f"after; records read {sum(read.values()):.0f} (a {read['a']:.0f}, b >= {read['b']:.0f}, "
         f"c {read['c']:.0f}) = at least {max(0.0, sum(read.values()) - records):.0f} re-read; "
-        f"commits refused after a rebalance: {refused}; faults at chunks {at_chunk} of {CHUNKS}"
+        f"commits refused after a rebalance: {refused}; partitions applied beyond their commit "
+        f"right after the SIGKILL: {ahead}; faults at chunks {at_chunk} of {CHUNKS}"
     )
