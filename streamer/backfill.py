@@ -81,19 +81,18 @@ class Backfiller:
         self.store = Store(client, namespace, verdict_namespace=scratch_namespace(namespace))
         self.applier = BatchApplier(self.store, trees)
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
-        self.scratch_keys = [
-            key
-            for t in trees
-            for key in (
-                self.store.verdict_keys.watermark(t.tree),
-                self.store.verdict_keys.insert_ids(t.tree),
-                self.store.verdict_keys.insert_id_times(t.tree),
-            )
-        ]
+        # every key of the scratch verdict state: watermarks, insert ids and
+        # whatever the verdict script keeps to forget them
+        self.scratch_patterns = [self.store.verdict_keys.tree(t.tree, "*") for t in trees]
+
+    def scratch_keys(self) -> list[Any]:
+        return [k for p in self.scratch_patterns for k in self.store.client.scan_iter(match=p, count=1000)]
 
     def clear_scratch(self) -> None:
         """Forget the scratch verdict state (call before and after a run)."""
-        self.store.execute(lambda pipe: [pipe.delete(k) for k in self.scratch_keys])
+        keys = self.scratch_keys()
+        if keys:
+            self.store.execute(lambda pipe: [pipe.delete(k) for k in keys])
 
     def missing(self, partition: str) -> dict[int, Missing]:
         return missing_history(self.store, self.applier.units, partition)
@@ -136,7 +135,8 @@ class PartitionRun:
             self.report.records += len(records)
             for k, v in result.counts.items():
                 self.report.counts[k] = self.report.counts.get(k, 0) + v
-            b.store.execute(lambda pipe: [pipe.pexpire(k, SCRATCH_TTL_MS) for k in b.scratch_keys])
+            scratch = b.scratch_keys()  # a stopped backfill's scratch state cleans itself up
+            b.store.execute(lambda pipe: [pipe.pexpire(k, SCRATCH_TTL_MS) for k in scratch])
         self.finished = len(records) < len(batch) or bool(records and records[-1][0] >= self.target)
         return self.finished
 

@@ -1,10 +1,17 @@
-"""Delivering alert events from the Redis outbox, at least once.
+"""Delivering alert events from the Redis outbox, at least once, each sink
+once per event except across a crash.
 
 The evaluator appends events to ``<ns>:{<tree>}:outbox`` in the same
 transaction as its state. ``Delivery.drain`` moves each event to an
-in-flight list (atomically), hands it to every sink, and only then removes
-it; an event whose delivery failed stays in flight and is retried first next
-time, also by another leader after a fail-over."""
+in-flight list (atomically), hands it to every sink, recording each sink
+that acknowledged it (``<ns>:{<tree>}:delivered``, field ``<event_id>|<sink>``),
+and only then removes it (by value: a second drainer during a leader change
+can repeat a send but never drops an event). An event whose delivery failed
+stays in flight and is retried first next time, also by another leader after
+a fail-over, and only to the sinks that did not acknowledge it yet. The one
+window left: a worker dying after a sink acknowledged and before the mark is
+written; the next leader sends that event to that sink again, with the same
+``event_id``, which receivers use to drop the repeat."""
 
 from __future__ import annotations
 
@@ -106,6 +113,12 @@ class WebhookSink:
                 raise RuntimeError(f"webhook answered {response.status}")
 
 
+def event_key(event: dict[str, Any]) -> str:
+    """The transition's id (``event_id``; events written before it existed:
+    ``id`` plus state and since)."""
+    return str(event.get("event_id") or f"{event.get('id')}:{event.get('since')}:{event.get('state')}")
+
+
 class Delivery:
     def __init__(self, client: Any, keys: Keys, trees: Sequence[str], sinks: Sequence[Sink]) -> None:
         self.client = client
@@ -118,6 +131,7 @@ class Delivery:
         delivered = 0
         for tree in self.trees:
             outbox, inflight = self.keys.tree(tree, "outbox"), self.keys.tree(tree, "inflight")
+            done_key = self.keys.tree(tree, "delivered")
             for _ in range(limit):
                 raw = await asyncio.to_thread(self.client.lindex, inflight, 0)
                 if raw is None:
@@ -125,15 +139,25 @@ class Delivery:
                 if raw is None:
                     break
                 event = orjson.loads(raw)
+                marks = [f"{event_key(event)}|{sink.name}" for sink in self.sinks]
+                acked = await asyncio.to_thread(self.client.hmget, done_key, marks)
                 try:
-                    for sink in self.sinks:
-                        await sink.send(event)
+                    for sink, mark, done in zip(self.sinks, marks, acked, strict=True):
+                        if done is None:
+                            await sink.send(event)
+                            await asyncio.to_thread(self.client.hset, done_key, mark, 1)
                 except Exception:
                     logger.exception("delivering alert %s failed; will retry", event.get("id"))
                     return delivered
-                await asyncio.to_thread(self.client.lpop, inflight)
+                await asyncio.to_thread(self._finish, inflight, done_key, raw, marks)
                 delivered += 1
         return delivered
+
+    def _finish(self, inflight: str, done_key: str, raw: bytes, marks: list[str]) -> None:
+        # removed first: a crash in between leaves stale marks (a few bytes), never
+        # an event whose marks are gone (it would be sent to every sink again)
+        self.client.lrem(inflight, 1, raw)
+        self.client.hdel(done_key, *marks)
 
     async def resend_firing(self, snapshots: Sequence[dict[str, Any]]) -> None:
         """Alertmanager forgets alerts not re-sent: re-post firing ones."""

@@ -83,8 +83,8 @@ class TreeEvaluator:
     # ------------------------------------------------------------------ one run
     def evaluate(self, at: int | None = None) -> tuple[Snapshot, list[dict[str, Any]]] | None:
         """Evaluate at ``at`` (default: now), persist, and return the snapshot
-        and the alert events it produced; None when there is no data yet or
-        another evaluator wrote first."""
+        and the alert events it produced; None when there is no data yet,
+        another evaluator wrote first, or a later time was evaluated already."""
         at = self.now() if at is None else at
         if at is None:
             return None
@@ -102,6 +102,12 @@ class TreeEvaluator:
                 pipe.watch(state_key)
                 raw = pipe.get(state_key)
                 state = orjson.loads(raw) if raw else {}
+                if at < state.get("at", at):
+                    # a leader that lost its place during a fail-over, evaluating an
+                    # older time than the new one already did: it would turn the
+                    # state machines back in time
+                    logger.info("%s was evaluated at a later time already; skipping", self.tree.tree)
+                    return None
                 snapshot, new_state, events = self._judge(at, rows, state, labels)
                 pipe.multi()
                 blob = orjson.dumps(snapshot)
@@ -166,7 +172,7 @@ class TreeEvaluator:
             "evaluated_at": int(self.wall() * 1000), "metrics": metrics, "divergence": div,
         }
         events = [alert_event(snapshot, before.state)] if after_alert.state != before.state else []
-        new_state = {"guardrails": guard_states, "divergence": asdict(after_alert)}
+        new_state = {"guardrails": guard_states, "divergence": asdict(after_alert), "at": at}
         return snapshot, new_state, events
 
 

@@ -53,12 +53,19 @@ class Snapshot(TypedDict):
 
 
 def alert_event(snapshot: Snapshot, previous_state: str) -> dict[str, Any]:
-    """The message sent on a divergence state change (Kafka, webhook)."""
+    """The message sent on a divergence state change (Kafka, webhook).
+
+    ``id`` names the incident (the same for its pending, firing and resolved
+    events; the Kafka key); ``event_id`` names this transition: the state and
+    the evaluation time it began (``since``), which the evaluator's
+    transaction writes once."""
     div = snapshot["divergence"]
     by_name = {m["name"]: m for m in snapshot["metrics"]}
     north = next(m for m in snapshot["metrics"] if m.get("role") == "north_star")
     return {
         "id": f"{snapshot['tree']}:divergence:{div['started']}",
+        # one per transition, the same on every delivery of it: receivers dedupe by it
+        "event_id": f"{snapshot['tree']}:divergence:{div['since']}:{div['state']}",
         "alert": "NorthStarDivergence",
         "tree": snapshot["tree"],
         "product": snapshot["product"],

@@ -29,8 +29,9 @@ class Keys:
     def insert_ids(self, tree: str) -> str:
         return self.tree(tree, "ids")
 
-    def insert_id_times(self, tree: str) -> str:
-        return self.tree(tree, "idt")
+    def insert_id_times(self, tree: str, partition: str) -> str:
+        """The ids ``partition`` recorded, by event time (forgotten by its watermark)."""
+        return self.tree(tree, f"idt:{partition}")
 
     def pattern(self) -> str:
         """Every key of this namespace (for ``SCAN MATCH``)."""

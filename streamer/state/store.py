@@ -164,7 +164,7 @@ class Store:
                     3,
                     self.verdict_keys.watermark(tree),
                     self.verdict_keys.insert_ids(tree),
-                    self.verdict_keys.insert_id_times(tree),
+                    self.verdict_keys.insert_id_times(tree, partition),
                     partition,
                     horizon,
                     dedupe,

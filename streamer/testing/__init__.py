@@ -15,6 +15,7 @@ from streamer.testing.process import (
     wait_until,
 )
 from streamer.testing.prometheus import Prometheus, prometheus_binary, promtool_binary
+from streamer.testing.proxy import TcpProxy
 from streamer.testing.redis_server import (
     RedisCluster,
     RedisServer,
@@ -33,6 +34,7 @@ __all__ = [
     "ServiceError",
     "ServiceNotReadyError",
     "TansuBroker",
+    "TcpProxy",
     "alertmanager_binary",
     "create_topic",
     "free_port",

@@ -153,6 +153,9 @@ class TansuBroker(ServiceBase):
     are created through the broker, which then wants a login first), so such a
     broker only shows that unauthenticated and wrong logins are refused; its
     readiness probe is a TCP connect, since metadata needs a login.
+
+    ``advertised_port`` (default: ``port``) is the port clients are sent to,
+    e.g. a :class:`~streamer.testing.proxy.TcpProxy` in front of the broker.
     """
 
     service_name = "tansu"
@@ -163,6 +166,7 @@ class TansuBroker(ServiceBase):
         *,
         port: int | None = None,
         cluster_id: str = "northstar_test",
+        advertised_port: int | None = None,
         startup_timeout: float = 30.0,
         tls: TlsFiles | None = None,
         require_client_cert: bool = False,
@@ -171,6 +175,9 @@ class TansuBroker(ServiceBase):
     ) -> None:
         super().__init__(workdir, keep_workdir=keep_workdir)
         self.port = free_port(HOST) if port is None else port
+        # clients are sent to the advertised port (e.g. a streamer.testing.proxy
+        # in front of the broker); the bootstrap is then that port too
+        self.advertised_port = self.port if advertised_port is None else advertised_port
         self.cluster_id = cluster_id
         self.startup_timeout = startup_timeout
         self.tls = tls
@@ -183,7 +190,7 @@ class TansuBroker(ServiceBase):
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{HOST}:{self.advertised_port}"
 
     @property
     def log_path(self) -> Path:
@@ -195,7 +202,7 @@ class TansuBroker(ServiceBase):
             "broker",
             f"--cluster-id={self.cluster_id}",
             f"--listener-url=tcp://{HOST}:{self.broker_port}",
-            f"--advertised-listener-url=tcp://{HOST}:{self.port}",
+            f"--advertised-listener-url=tcp://{HOST}:{self.advertised_port}",
             "--storage-engine=memory://tansu/",
             *(["--authentication"] if self.authentication else []),
         ]

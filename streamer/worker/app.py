@@ -38,7 +38,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[T
     )
     service = EventService(settings, kafka, trees, loop=None)
     app.add_dependency(service)
-    evaluation = EvaluationService(settings, kafka, trees, loop=None)
+    evaluation = EvaluationService(settings, kafka, trees, service.metrics, loop=None)
     app.add_dependency(evaluation)
 
     @app.timer(settings.evaluate_interval_s, on_leader=True)  # type: ignore[untyped-decorator]

@@ -19,6 +19,7 @@ from streamer.evaluate.evaluator import Evaluator
 from streamer.spec.model import Tree
 from streamer.state.expiry import touch
 from streamer.state.store import Store
+from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.service import redis_client
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -28,8 +29,10 @@ logger = logging.getLogger(__name__)
 class EvaluationService(mode.Service):
     """Holds the evaluator and the alert sinks; ``tick`` runs one evaluation."""
 
-    def __init__(self, settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[Tree], **kwargs: Any) -> None:
+    def __init__(self, settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[Tree],
+                 metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.metrics = metrics
         self.settings = settings
         self.kafka = kafka
         self.trees = list(trees)
@@ -63,6 +66,8 @@ class EvaluationService(mode.Service):
         if self.evaluator is None or self.delivery is None:
             return
         await self.touch_state()
+        if self.metrics is not None:
+            self.metrics.evaluations.inc()
         try:
             results = await asyncio.to_thread(self.evaluator.run_once)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

@@ -48,6 +48,11 @@ class WorkerMetrics:
             "Records behind the high watermark, summed over assigned partitions",
             registry=r,
         )
+        self.evaluations = Counter(
+            "northstar_evaluations_total",
+            "Evaluator runs on this worker (only the faust leader evaluates)",
+            registry=r,
+        )
         self.assigned = Gauge("northstar_assigned_partitions", "Partitions assigned to this worker", registry=r)
         self.redis_up = Gauge("northstar_redis_up", "1 when the last Redis call succeeded", registry=r)
         self.last_event_time = Gauge(

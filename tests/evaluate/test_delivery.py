@@ -70,6 +70,63 @@ def test_outbox_is_delivered_at_least_once(redis_client: redis.Redis) -> None:
     assert flaky.calls == 3
 
 
+class _Recorder:
+    def __init__(self, name: str, fail_on: set[str] | None = None) -> None:
+        self.name = name
+        self.fail_on = fail_on or set()
+        self.got: list[str] = []
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if event["state"] in self.fail_on:
+            self.fail_on.discard(event["state"])
+            raise RuntimeError(f"{self.name} down")
+        self.got.append(event["state"])
+
+
+def test_a_failing_sink_does_not_repeat_the_others(redis_client: redis.Redis) -> None:
+    """Each sink acknowledges an event once: the retry after the webhook failed
+    goes to the webhook only, not to Kafka again."""
+    keys = Keys("t2")
+    redis_client.rpush(keys.tree("education", "outbox"), orjson.dumps(_event("firing")))
+    kafka, hook = _Recorder("kafka"), _Recorder("webhook", fail_on={"firing"})
+    delivery = Delivery(redis_client, keys, ["education"], [kafka, hook])
+    assert asyncio.run(delivery.drain()) == 0
+    assert asyncio.run(delivery.drain()) == 1
+    assert kafka.got == ["firing"] and hook.got == ["firing"]
+    assert redis_client.exists(keys.tree("education", "delivered")) == 0  # marks cleaned up
+
+
+def test_two_drainers_lose_nothing(redis_client: redis.Redis) -> None:
+    """During a leader change two workers may drain at once: one sends the
+    in-flight head while the other sends it too and fails on the next event.
+    The first must then remove only the event it sent (the failed one stays in
+    flight and is retried), never whatever is at the head of the list."""
+    keys = Keys("t3")
+    redis_client.rpush(keys.tree("education", "outbox"), orjson.dumps(_event("pending")),
+                       orjson.dumps(_event("firing")))
+    other_sink = _Recorder("kafka", fail_on={"firing"})
+    other = Delivery(redis_client, keys, ["education"], [other_sink])
+
+    class Slow(_Recorder):
+        async def send(self, event: dict[str, Any]) -> None:
+            if not self.got:  # while this one sends "pending", the other drains
+                assert await other.drain() == 1
+            await super().send(event)
+
+    slow = Slow("kafka")
+    assert asyncio.run(Delivery(redis_client, keys, ["education"], [slow]).drain()) == 2
+    # "pending" was sent by both (a repeat, same event_id), "firing" by the first
+    assert slow.got == ["pending", "firing"] and other_sink.got == ["pending"]
+    assert redis_client.llen(keys.tree("education", "inflight")) == 0
+
+
+def test_event_ids_name_transitions() -> None:
+    from streamer.evaluate.delivery import event_key
+
+    assert event_key({**_event("firing"), "event_id": "x"}) == "x"
+    assert event_key(_event("firing")) != event_key(_event("resolved"))
+
+
 def test_sinks_against_real_services(
     redis_client: redis.Redis, alertmanager_bin: Callable[..., Any], kafka_broker: Any, unique_topic: str
 ) -> None:

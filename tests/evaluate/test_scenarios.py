@@ -51,3 +51,18 @@ def test_goodhart_fires_after_the_drift(redis_client: redis.Redis) -> None:
 def test_no_alert_without_goodhart(redis_client: redis.Redis, scenario: str, seed: int) -> None:
     changes = _run(redis_client, scenario, seed)
     assert not [c for c in changes if c[1] == "firing"], changes
+
+
+def test_an_older_evaluation_changes_nothing(redis_client: redis.Redis) -> None:
+    """Two leaders during a fail-over: the one that evaluates an older time
+    after the other committed a later one writes nothing (state machines and
+    snapshot never go back in time); the same time again is allowed."""
+    tree = example("education")
+    lines = [orjson.dumps(e) for e in simulate("education", START, 30, SCENARIOS["healthy"], seed=5)]
+    replay(lines, [tree], redis_client, at_ms=[START], now_ms=START + 60 * DAY, namespace="old")
+    evaluator = TreeEvaluator(Store(redis_client, namespace="old"), tree)
+    assert evaluator.evaluate(START + 25 * DAY) is not None
+    snapshot = redis_client.get("old:{education}:snapshot")
+    assert evaluator.evaluate(START + 24 * DAY) is None
+    assert redis_client.get("old:{education}:snapshot") == snapshot
+    assert evaluator.evaluate(START + 25 * DAY) is not None

@@ -137,3 +137,22 @@ def test_commands_per_batch_do_not_grow_with_events(redis_client: redis.Redis) -
     counting.round_trips = 0
     applier.apply("0", [(4000 + i, line) for i, line in enumerate(_log(1000, seed=12))], T0 + 30 * DAY)
     assert counting.round_trips == 2
+
+
+def test_another_partitions_watermark_does_not_forget_insert_ids(redis_client: redis.Redis) -> None:
+    """Insert ids are forgotten by the watermark of the partition that recorded
+    them: a partition far ahead (another worker, a partition that was not
+    stalled by a rebalance) must not make a slower partition accept a re-sent
+    event as new."""
+    applier = BatchApplier(Store(redis_client, namespace="forget"), [example("education")])
+    plan = applier.plans[0]
+    event = {"event_type": "lesson_completed", "user_id": "u1", "time": T0 + DAY,
+             "insert_id": "dup-1", "event_properties": {"minutes": 10}}
+    ahead = dict(event, user_id="u2", insert_id="far", time=T0 + DAY + plan.horizon_ms + plan.dedupe_ms + DAY)
+    now = T0 + 90 * DAY
+    first = applier.apply("slow:0", [(0, orjson.dumps(event))], now)
+    assert first.counts["accepted:education"] == 1
+    applier.apply("fast:0", [(0, orjson.dumps(ahead))], now)
+    again = applier.apply("slow:0", [(1, orjson.dumps(event))], now)
+    assert again.counts["duplicate:education"] == 1, again.counts
+    assert again.counts["accepted:education"] == 0

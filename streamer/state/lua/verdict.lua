@@ -2,7 +2,9 @@
 --   KEYS[1] "wm"  hash partition -> watermark (greatest accepted event time;
 --                 advanced by the caller only after every unit applied)
 --   KEYS[2] "ids" hash insert id -> "t|partition:offset" of its latest accepted event
---   KEYS[3] "idt" sorted set insert id -> t (to forget old ids)
+--   KEYS[3] "idt:<partition>" sorted set insert id -> t of the ids this partition
+--                 recorded (to forget them by this partition's own watermark: another
+--                 partition's watermark, possibly far ahead, must not forget them)
 -- ARGV: partition, horizon ms, dedupe ms, events JSON [[id or "", t, offset], ...]
 -- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
@@ -34,10 +36,15 @@ for i, ev in ipairs(events) do
   out[i] = v
 end
 if wm ~= nil then
-  -- forget ids that can no longer match an event that is not late
+  -- forget ids that can no longer match an event of this partition that is not
+  -- late; an id another partition recorded since stays (its own zset forgets it)
   local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', wm - H - D), 'LIMIT', 0, 1000)
   if #old > 0 then
-    redis.call('HDEL', KEYS[2], unpack(old))
+    local prefix = '|' .. part .. ':'
+    for _, id in ipairs(old) do
+      local rec = redis.call('HGET', KEYS[2], id)
+      if rec and string.find(rec, prefix, 1, true) then redis.call('HDEL', KEYS[2], id) end
+    end
     redis.call('ZREM', KEYS[3], unpack(old))
   end
 end
