@@ -29,8 +29,13 @@ class Keys:
     def insert_ids(self, tree: str) -> str:
         return self.tree(tree, "ids")
 
-    def insert_id_times(self, tree: str) -> str:
-        return self.tree(tree, "idt")
+    def insert_id_gc(self, tree: str) -> str:
+        """Hash partition -> first UTC day whose list of insert ids may still exist."""
+        return self.tree(tree, "idg")
+
+    def insert_id_days(self, tree: str) -> str:
+        """Prefix of the lists ``idd:<partition>:<day>`` of insert ids to forget."""
+        return self.tree(tree, "idd")
 
     def pattern(self) -> str:
         """Every key of this namespace (for ``SCAN MATCH``)."""

@@ -124,10 +124,11 @@ class Store:
             for tree, horizon, dedupe, events in requests:
                 pipe.evalsha(
                     self._shas["verdict"],
-                    3,
+                    4,
                     self.keys.watermark(tree),
                     self.keys.insert_ids(tree),
-                    self.keys.insert_id_times(tree),
+                    self.keys.insert_id_gc(tree),
+                    self.keys.insert_id_days(tree),
                     partition,
                     horizon,
                     dedupe,
