@@ -35,11 +35,9 @@ if params.mode == 'cover' then
     local set = parse_bits(redis.call('HGET', E, entity))
     local changed = false
     for i = 1, #ops, 2 do
-      if not bits_has(set, ops[i]) then
-        local lo, hi = cover_add(set, ops[i], W)
-        if lo ~= nil then range_add('q', lo, hi, 1) end
-        changed = true
-      end
+      local new, lo, hi = cover_add(set, ops[i], W)
+      if lo ~= nil then range_add('q', lo, hi, 1) end
+      changed = changed or new
     end
     if changed then redis.call('HSET', E, entity, dump_bits(set)) end
   end

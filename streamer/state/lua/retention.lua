@@ -17,15 +17,12 @@ for _, op in ipairs(payload.e) do
   local set = parse_bits(redis.call('HGET', E, entity))
   local changed = false
   for i = 1, #ops, 2 do
-    local b = ops[i]
-    if not bits_has(set, b) then
-      changed = true
-      local lo, hi = cover_add(set, b, W)
-      if lo ~= nil then
-        range_add('a', lo, hi, 1)
-        each_covered(set, lo - W, hi - W, W, retained_before)
-        each_covered(set, lo + W, hi + W, W, retained_after)
-      end
+    local new, lo, hi = cover_add(set, ops[i], W)
+    changed = changed or new
+    if lo ~= nil then
+      range_add('a', lo, hi, 1)
+      each_covered(set, lo - W, hi - W, W, retained_before)
+      each_covered(set, lo + W, hi + W, W, retained_after)
     end
   end
   if changed then redis.call('HSET', E, entity, dump_bits(set)) end
