@@ -49,13 +49,12 @@ for i, ev in ipairs(events) do
   if wm ~= nil and t < wm - H then
     v = 'l'
   elseif id ~= '' then
-    local origin = prefix .. string.format('%d', ev[3])
-    local rec = string.format('%d', t) .. '|' .. origin
+    local rec = string.format('%d|%s%d', t, prefix, ev[3]) -- "t|partition:offset"
     -- a fresh id (the usual case) costs this one command
     if redis.call('HSETNX', IDS, id, rec) == 0 then
       local t0, o0 = string.match(redis.call('HGET', IDS, id), '^([^|]*)|(.*)$')
       t0 = tonumber(t0)
-      if o0 == origin then
+      if o0 == prefix .. string.format('%d', ev[3]) then
         rec = nil -- this very event, recorded by an earlier delivery of the batch
       elseif math.abs(t - t0) <= D and not forgotten(t0, o0) then
         v = 'd'
