@@ -37,6 +37,10 @@ class Keys:
         """Prefix of the lists ``idd:<partition>:<day>`` of insert ids to forget."""
         return self.tree(tree, "idd")
 
+    def insert_id_lists(self, tree: str) -> str:
+        """Every per-day list of insert ids of ``tree`` (for ``SCAN MATCH``)."""
+        return self.insert_id_days(tree) + ":*"
+
     def pattern(self) -> str:
         """Every key of this namespace (for ``SCAN MATCH``)."""
         return f"{self.namespace}:*"

@@ -31,8 +31,9 @@ def _ids(client: redis.Redis, namespace: str) -> set[str]:
 
 
 def _lists(client: redis.Redis, namespace: str) -> set[str]:
-    prefix = Store(client, namespace).keys.insert_id_days("t")
-    return {k.decode()[len(prefix) + 1 :] for k in client.scan_iter(match=prefix + ":*")}
+    keys = Store(client, namespace).keys
+    prefix = keys.insert_id_days("t")
+    return {k.decode()[len(prefix) + 1 :] for k in client.scan_iter(match=keys.insert_id_lists("t"))}
 
 
 def test_ids_on_a_day_boundary(redis_client: redis.Redis) -> None:
