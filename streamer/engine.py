@@ -23,7 +23,7 @@ from streamer.state.expiry import Refresher
 from streamer.state.store import Store, backfill_field
 from streamer.windows.aggregate import Aggregator
 from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
-from streamer.windows.units import Plan, Unit, compile_tree
+from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
 
 MAX_CAS_RETRIES = 5
 
@@ -45,7 +45,8 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
     """The parameters a unit's Lua script needs (beyond its payload)."""
     p = unit.params
     if unit.kind == "entity":
-        return {"w": p["w"], "n": p["n"], "m": p["group"][1] if p["group"] else None}
+        mode = entity_mode(unit, plan.resolution_ms)
+        return {"w": p["w"], "n": p["n"], "m": p["group"][1] if p["group"] else None, "mode": mode}
     if unit.kind == "retention":
         return {"w": p["w"]}
     if unit.kind == "pair":

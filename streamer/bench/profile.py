@@ -14,11 +14,6 @@ engine does not do, to size proposals (docs/performance.md):
   every event;
 - the filter share of each unit's pre-aggregation (its matchers alone).
 
-- ``coverage_prototype``: an O(1)-per-entity version of the ``entity``
-  script for plain distinct counts (``n = 1``, no group), run on the same
-  payloads as the real unit into keys of its own; its difference array is
-  compared with the real one at the end (``prototype_equal``).
-
 A profile, not the product path: the figures are per event of the whole
 batch, and the extra round trips are not counted in any stage.
 """
@@ -38,64 +33,6 @@ from streamer.engine import BatchApplier, _complete
 from streamer.events.types import Event
 from streamer.state.store import Store
 from streamer.windows.units import Quotient, Reader
-
-# Distinct count (n = 1) with O(1) work per touched entity: the entity keeps
-# "<newest bucket>,<32-bit mask of the buckets it has, newest = bit 0>"; a new
-# bucket b adds coverage of window ends (b, b + W] minus what its nearest
-# predecessor and successor within W already cover: two difference-array
-# writes, no parse/sort/serialize of the entity's whole history. (Buckets more
-# than 31 behind the newest are ignored: a real version would fall back.)
-COVERAGE_LUA = """
-local P, W = KEYS[1], tonumber(ARGV[2])
-local payload = cjson.decode(ARGV[1])
-local acc = {}
-local function add(e, d) acc[e] = (acc[e] or 0) + d end
-for _, op in ipairs(payload.e) do
-  local entity, ops = op[1], op[2]
-  local rec = redis.call('HGET', P .. 'e', entity)
-  local bmax, mask = nil, 0
-  if rec then
-    local a, m = string.match(rec, '^(-?%d+),(-?%d+)$')
-    bmax, mask = tonumber(a), tonumber(m)
-  end
-  local changed = false
-  for i = 1, #ops, 2 do
-    local b = ops[i]
-    if bmax == nil then
-      bmax, mask, changed = b, 1, true
-      add(b + 1, 1); add(b + W + 1, -1)
-    else
-      if b > bmax then
-        local shift = b - bmax
-        if shift >= 32 then mask = 0 else mask = bit.lshift(mask, shift) end
-        bmax = b
-      end
-      local k = bmax - b
-      if k < 32 and bit.band(mask, bit.lshift(1, k)) == 0 then
-        local lo, hi = b + 1, b + W
-        for j = 1, W do
-          if k + j < 32 and bit.band(mask, bit.lshift(1, k + j)) ~= 0 then lo = b - j + W + 1; break end
-        end
-        for j = 1, W do
-          if k - j >= 0 and bit.band(mask, bit.lshift(1, k - j)) ~= 0 then hi = b + j; break end
-        end
-        if lo <= hi then add(lo, 1); add(hi + 1, -1) end
-        mask = bit.bor(mask, bit.lshift(1, k))
-        changed = true
-      end
-    end
-  end
-  if changed then redis.call('HSET', P .. 'e', entity, bmax .. ',' .. mask) end
-end
-for e, d in pairs(acc) do
-  if d ~= 0 then redis.call('HINCRBY', P .. 'q', e, d) end
-end
-return 1
-"""
-
-
-def _nonzero(raw: dict[Any, Any]) -> dict[int, int]:
-    return {int(k): int(v) for k, v in raw.items() if int(v) != 0}
 
 
 def _evalsha_usec(client: Any) -> int:
@@ -134,12 +71,6 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
     entries = [0] * len(units)
     now_ms = int(time.time() * 1000)
     applied = 0
-    proto = client.script_load(COVERAGE_LUA)
-    proto_prefix = "profile:proto:"
-    client.delete(proto_prefix + "e", proto_prefix + "q")
-    distinct = next(i for i, u in enumerate(units)
-                    if u.kind == "entity" and u.params["n"] == 1 and not u.params["group"])
-    proto_usec = 0
     for start in range(0, len(lines), batch):
         records = list(enumerate(lines[start:start + batch], start))
         t0 = time.perf_counter()
@@ -185,11 +116,6 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
             store.apply([call], partition)
             lua_wall[i] += time.perf_counter() - t7
             lua_usec[i] += _evalsha_usec(client) - before
-            if i == distinct:
-                before = _evalsha_usec(client)
-                client.evalsha(proto, 1, proto_prefix, orjson.dumps(_complete(agg.unit, payload)),
-                               params["w"])
-                proto_usec += _evalsha_usec(client) - before
         wm = max((ev.time_ms for ev in kept), default=None)
         if wm is not None:
             store.apply([], partition, [(tree.tree, wm)])
@@ -207,8 +133,6 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
     python_agg = sum(agg_s)
     lua = sum(lua_usec) / 1e6
     total = stage["decode"] + stage["verdicts_round_trip"] + python_agg + lua
-    real_q = _nonzero(client.hgetall(store.keys.unit(units[distinct], "q")))
-    proto_q = _nonzero(client.hgetall(proto_prefix + "q"))
     return {
         "events": n, "accepted": applied, "batch": batch,
         "decode_us_per_event": round(stage["decode"] / n * 1e6, 2),
@@ -226,12 +150,6 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
             "aggregate_incl_filter": round(python_agg / total, 3),
             "unit_lua": round(lua / total, 3),
         } if total else {},
-        "coverage_prototype": {
-            "unit": units[distinct].fingerprint, "metric": "weekly_active_learners",
-            "lua_us_per_event_now": round(lua_usec[distinct] / n, 2),
-            "lua_us_per_event_prototype": round(proto_usec / n, 2),
-            "prototype_equal": real_q == proto_q,
-        },
         "units": per_unit,
     }
 

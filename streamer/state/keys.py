@@ -29,9 +29,17 @@ class Keys:
     def insert_ids(self, tree: str) -> str:
         return self.tree(tree, "ids")
 
-    def insert_id_times(self, tree: str, partition: str) -> str:
-        """The ids ``partition`` recorded, by event time (forgotten by its watermark)."""
-        return self.tree(tree, f"idt:{partition}")
+    def insert_id_gc(self, tree: str) -> str:
+        """Hash partition -> first UTC day whose list of insert ids may still exist."""
+        return self.tree(tree, "idg")
+
+    def insert_id_days(self, tree: str) -> str:
+        """Prefix of the lists ``idd:<partition>:<day>`` of insert ids to forget."""
+        return self.tree(tree, "idd")
+
+    def insert_id_lists(self, tree: str) -> str:
+        """Every per-day list of insert ids of ``tree`` (for ``SCAN MATCH``)."""
+        return self.insert_id_days(tree) + ":*"
 
     def pattern(self) -> str:
         """Every key of this namespace (for ``SCAN MATCH``)."""

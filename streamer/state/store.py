@@ -161,10 +161,11 @@ class Store:
             for tree, horizon, dedupe, events in requests:
                 pipe.evalsha(
                     self._shas["verdict"],
-                    3,
+                    4,
                     self.verdict_keys.watermark(tree),
                     self.verdict_keys.insert_ids(tree),
-                    self.verdict_keys.insert_id_times(tree, partition),
+                    self.verdict_keys.insert_id_gc(tree),
+                    self.verdict_keys.insert_id_days(tree),
                     partition,
                     horizon,
                     dedupe,

@@ -35,8 +35,12 @@ from streamer.spec.model import (
     Tree,
 )
 
-STATE_VERSION = 1
-"""Bumped when the layout of state changes, so old state is never misread."""
+STATE_VERSION = 2
+"""Bumped when the layout of state changes, so old state is never misread.
+2: entity (distinct) and retention units keep sparse bucket sets or per-day
+markers instead of packed bucket counts; insert ids are collected per day."""
+
+DAY_MS = 86_400_000
 
 UnitKind = Literal["sum", "entity", "hll", "retention", "pair", "relational"]
 
@@ -235,6 +239,26 @@ class _Compiler:
         self._compiling.discard(name)
         self.readers[name] = reader
         return reader
+
+
+EntityMode = Literal["day", "cover", "counts"]
+
+
+def entity_mode(unit: Unit, resolution_ms: int) -> EntityMode:
+    """Which state an ``entity`` unit keeps (streamer/state/lua/entity.lua):
+
+    - ``day``: distinct per day with a resolution of whole days, so an entity
+      key (entity and day) falls in one bucket: a set of keys;
+    - ``cover``: distinct entities (``n = 1``, no group): a set of buckets per
+      entity, updated from the nearest neighbours of a new bucket;
+    - ``counts``: events per bucket per entity (``min_events`` above 1, groups).
+    """
+    p = unit.params
+    if p["n"] != 1 or p["group"]:
+        return "counts"
+    if p["per_day"] and resolution_ms % DAY_MS == 0:
+        return "day"
+    return "cover"
 
 
 def compile_tree(tree: Tree) -> Plan:

@@ -1,13 +1,49 @@
 -- Entities with at least n matching events in the window (distinct = n 1),
 -- optionally counted as groups with at least m qualifying entities.
+-- params.mode picks the state kept in "e" (docs/state.md):
+--   "day"    (distinct per day, resolution a whole number of days: an entity
+--             key has a single bucket) "e" hash entity -> "1"; HSETNX, and a
+--             new key covers (b, b + w]: two difference-array writes
+--   "cover"  (distinct, n = 1, no group) "e" hash entity -> sparse bucket set
+--             (prelude: parse_bits); a new bucket adds the window ends its
+--             nearest neighbours within w do not cover already: two writes
+--   "counts" (n > 1 or groups) as below
 --   "e"  hash entity -> packed {bucket -> events}
 --   "q"  difference array: qualifying entities per window end
 --   "eg" hash entity -> "t|group" (latest group value)      [group mode]
 --   "gc" hash group -> packed {window end -> qualifying entities} [group mode]
 --   "g"  difference array: qualifying groups per window end  [group mode]
 -- payload: {"e": [[entity, [b, c, b, c, ...]], ...], "g": [[entity, t, group], ...]}
--- params:  {"w": window buckets, "n": min events, "m": min entities or null}
+-- params:  {"w": window buckets, "n": min events, "m": min entities or null,
+--           "mode": "day" | "cover" | "counts"}
 local W, N = params.w, params.n
+local E = P .. 'e'
+
+if params.mode == 'day' then
+  for _, op in ipairs(payload.e) do
+    if redis.call('HSETNX', E, op[1], 1) == 1 then
+      local b = op[2][1]
+      range_add('q', b + 1, b + W, 1)
+    end
+  end
+  return finish()
+end
+
+if params.mode == 'cover' then
+  for _, op in ipairs(payload.e) do
+    local entity, ops = op[1], op[2]
+    local set = parse_bits(redis.call('HGET', E, entity))
+    local changed = false
+    for i = 1, #ops, 2 do
+      local new, lo, hi = cover_add(set, ops[i], W)
+      if lo ~= nil then range_add('q', lo, hi, 1) end
+      changed = changed or new
+    end
+    if changed then redis.call('HSET', E, entity, dump_bits(set)) end
+  end
+  return finish()
+end
+
 local grouped = params.m ~= nil and params.m ~= cjson.null
 local M = params.m
 local states = map_cache(P .. 'e')

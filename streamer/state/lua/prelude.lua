@@ -85,6 +85,121 @@ local function qual_vec(counts, lo, hi, w, n)
   return v
 end
 
+-- Sparse bucket sets "word:mask,word:mask,...": bucket b is bit (b - 32 * word)
+-- of the 32-bit mask of word floor(b / 32). Any bucket, however far from the
+-- others, has its bit: nothing is ever shifted out.
+local band, bor, lshift, floor = bit.band, bit.bor, bit.lshift, math.floor
+local function parse_bits(s)
+  local t = {}
+  if not s then return t end
+  local w, m = string.match(s, '^(-?%d+):(-?%d+)$')
+  if w ~= nil then
+    t[tonumber(w)] = tonumber(m)
+    return t
+  end
+  for w2, m2 in string.gmatch(s, '(-?%d+):(-?%d+)') do t[tonumber(w2)] = tonumber(m2) end
+  return t
+end
+local function dump_bits(t)
+  local n, last = 0, nil
+  for w, m in pairs(t) do if m ~= 0 then n, last = n + 1, w end end
+  if n == 1 then return string.format('%d:%d', last, t[last]) end
+  local words = {}
+  for w, m in pairs(t) do if m ~= 0 then words[#words + 1] = w end end
+  table.sort(words)
+  local parts = {}
+  for i, w in ipairs(words) do parts[i] = string.format('%d:%d', w, t[w]) end
+  return table.concat(parts, ',')
+end
+local function bits_has(t, b)
+  local w = floor(b / 32)
+  local m = t[w]
+  return m ~= nil and band(m, lshift(1, b - 32 * w)) ~= 0
+end
+local function bits_set(t, b)
+  local w = floor(b / 32)
+  t[w] = bor(t[w] or 0, lshift(1, b - 32 * w))
+end
+-- bits a..z (0 <= a <= z <= 31) of a word
+local function span_mask(a, z)
+  local high = -1
+  if z < 31 then high = lshift(1, z + 1) - 1 end
+  return band(lshift(-1, a), high)
+end
+-- the greatest bucket of the set in [lo, x], or nil (one test per word)
+local function bits_prev(t, x, lo)
+  while x >= lo do
+    local w = floor(x / 32)
+    local base = 32 * w
+    local m = t[w]
+    if m ~= nil then
+      local a = lo - base
+      if a < 0 then a = 0 end
+      if band(m, span_mask(a, x - base)) ~= 0 then
+        for p = x - base, a, -1 do
+          if band(m, lshift(1, p)) ~= 0 then return base + p end
+        end
+      end
+    end
+    x = base - 1
+  end
+  return nil
+end
+-- the smallest bucket of the set in [x, hi], or nil
+local function bits_next(t, x, hi)
+  while x <= hi do
+    local w = floor(x / 32)
+    local base = 32 * w
+    local m = t[w]
+    if m ~= nil then
+      local z = hi - base
+      if z > 31 then z = 31 end
+      if band(m, span_mask(x - base, z)) ~= 0 then
+        for p = x - base, z do
+          if band(m, lshift(1, p)) ~= 0 then return base + p end
+        end
+      end
+    end
+    x = base + 32
+  end
+  return nil
+end
+
+-- Coverage: a bucket b covers the window ends (b, b + w]. Adds b to the set:
+-- false when it was there already, else true and the window ends it newly
+-- covers as lo, hi (nil when none): its own ends minus those of its nearest
+-- predecessor and successor within w.
+local function cover_add(t, b, w)
+  local word = floor(b / 32)
+  local bitb = lshift(1, b - 32 * word)
+  local m = t[word]
+  if m ~= nil and band(m, bitb) ~= 0 then return false end
+  local p = bits_prev(t, b - 1, b - w + 1)
+  local s = bits_next(t, b + 1, b + w - 1)
+  t[word] = bor(m or 0, bitb)
+  local lo, hi = b + 1, b + w
+  if p ~= nil then lo = p + w + 1 end
+  if s ~= nil then hi = s end
+  if lo > hi then return true end
+  return true, lo, hi
+end
+-- Calls f(a, z) for the covered window ends of [x, y], as disjoint runs.
+local function each_covered(t, x, y, w, f)
+  local e = x
+  while e <= y do
+    local p = bits_prev(t, e - 1, e - w)
+    if p ~= nil then
+      local z = math.min(y, p + w)
+      f(e, z)
+      e = z + 1
+    else
+      local s = bits_next(t, e, y - 1)
+      if s == nil then return end
+      e = s + 1
+    end
+  end
+end
+
 -- A cached hash of packed maps (entity -> {bucket -> count}).
 local function map_cache(key)
   local cache = {}

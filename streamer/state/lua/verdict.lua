@@ -2,50 +2,110 @@
 --   KEYS[1] "wm"  hash partition -> watermark (greatest accepted event time;
 --                 advanced by the caller only after every unit applied)
 --   KEYS[2] "ids" hash insert id -> "t|partition:offset" of its latest accepted event
---   KEYS[3] "idt:<partition>" sorted set insert id -> t of the ids this partition
---                 recorded (to forget them by this partition's own watermark: another
---                 partition's watermark, possibly far ahead, must not forget them)
+--   KEYS[3] "idg" hash partition -> first UTC day whose id list may still exist
+--   KEYS[4] "idd" prefix of the lists "idd:<partition>:<day>": ids accepted in
+--                 the partition with an event time in that UTC day, to forget
+--                 them once the partition's watermark passes the whole day by
+--                 horizon + dedupe (LPOP per list, no sorted set)
 -- ARGV: partition, horizon ms, dedupe ms, events JSON [[id or "", t, offset], ...]
 -- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
--- (same partition:offset) is not its own duplicate.
+-- (same partition:offset) is not its own duplicate, and ids are only
+-- forgotten by the stored watermark (the one a re-delivery starts from), so
+-- no id a verdict of the batch looked at disappears before the batch applied.
 local part = ARGV[1]
 local H, D = tonumber(ARGV[2]), tonumber(ARGV[3])
 local events = cjson.decode(ARGV[4])
-local stored = redis.call('HGET', KEYS[1], part)
+local WM, IDS, GCDAY = KEYS[1], KEYS[2], KEYS[3]
+local LISTS = KEYS[4] .. ':' .. part .. ':'
+local DAY = 86400000
+local stored = redis.call('HGET', WM, part)
 local wm = tonumber(stored or '')
+local stored_wm = wm
+
+local function partition_of(origin) return string.match(origin, '^(.*):[^:]*$') end
+
+-- A record written by another partition is forgotten once that partition's
+-- stored watermark passed it by H + D. (One of this partition's is too, but
+-- then it is more than D from any event that is not late: no need to look.)
+local other_wm = {}
+local function forgotten(t0, origin0)
+  local p0 = partition_of(origin0)
+  if p0 == part then return false end
+  local w = other_wm[p0]
+  if w == nil then
+    w = tonumber(redis.call('HGET', WM, p0) or '') or false
+    other_wm[p0] = w
+  end
+  return w ~= false and t0 < w - H - D
+end
+
 local out = {}
+local days = {}
+local prefix = part .. ':'
 for i, ev in ipairs(events) do
   local id, t = ev[1], ev[2]
   local v = 'a'
   if wm ~= nil and t < wm - H then
     v = 'l'
   elseif id ~= '' then
-    local origin = part .. ':' .. string.format('%d', ev[3])
-    local rec = redis.call('HGET', KEYS[2], id)
-    if rec then
-      local t0, o0 = string.match(rec, '^([^|]*)|(.*)$')
-      if o0 ~= origin and math.abs(t - tonumber(t0)) <= D then v = 'd' end
+    local rec = string.format('%d|%s%d', t, prefix, ev[3]) -- "t|partition:offset"
+    -- a fresh id (the usual case) costs this one command
+    if redis.call('HSETNX', IDS, id, rec) == 0 then
+      local t0, o0 = string.match(redis.call('HGET', IDS, id), '^([^|]*)|(.*)$')
+      t0 = tonumber(t0)
+      if o0 == prefix .. string.format('%d', ev[3]) then
+        rec = nil -- this very event, recorded by an earlier delivery of the batch
+      elseif math.abs(t - t0) <= D and not forgotten(t0, o0) then
+        v = 'd'
+      else
+        redis.call('HSET', IDS, id, rec)
+      end
     end
-    if v == 'a' then
-      redis.call('HSET', KEYS[2], id, string.format('%d', t) .. '|' .. origin)
-      redis.call('ZADD', KEYS[3], t, id)
+    if v == 'a' and rec ~= nil then
+      local d = math.floor(t / DAY)
+      local list = days[d]
+      if list == nil then list = {}; days[d] = list end
+      list[#list + 1] = id
     end
   end
   if v == 'a' and (wm == nil or t > wm) then wm = t end
   out[i] = v
 end
-if wm ~= nil then
-  -- forget ids that can no longer match an event of this partition that is not
-  -- late; an id another partition recorded since stays (its own zset forgets it)
-  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', wm - H - D), 'LIMIT', 0, 1000)
-  if #old > 0 then
-    local prefix = '|' .. part .. ':'
-    for _, id in ipairs(old) do
-      local rec = redis.call('HGET', KEYS[2], id)
-      if rec and string.find(rec, prefix, 1, true) then redis.call('HDEL', KEYS[2], id) end
+
+-- remember which day each new record belongs to
+local first = tonumber(redis.call('HGET', GCDAY, part) or '')
+local moved = false
+for d, list in pairs(days) do
+  for s = 1, #list, 1000 do
+    redis.call('RPUSH', LISTS .. d, unpack(list, s, math.min(#list, s + 999)))
+  end
+  if first == nil or d < first then first, moved = d, true end
+end
+
+-- forget the ids of the days wholly before stored watermark - H - D, oldest
+-- first, at most about one batch's worth per call (so it keeps pace)
+if stored_wm ~= nil and first ~= nil then
+  local cutoff = stored_wm - H - D
+  local last = math.floor(cutoff / DAY) -- days < last end before cutoff
+  local budget = #events + 1000
+  while first < last and budget > 0 do
+    local ids = redis.call('LPOP', LISTS .. first, math.min(budget, 1000))
+    if ids then
+      budget = budget - #ids
+      for _, id in ipairs(ids) do
+        local rec = redis.call('HGET', IDS, id)
+        if rec then
+          local t0, o0 = string.match(rec, '^([^|]*)|(.*)$')
+          -- kept when a later event (other day or partition) took the id over
+          if tonumber(t0) < cutoff and partition_of(o0) == part then redis.call('HDEL', IDS, id) end
+        end
+      end
+    else
+      first, moved = first + 1, true -- the list is gone (LPOP deletes an emptied list)
+      budget = budget - 1
     end
-    redis.call('ZREM', KEYS[3], unpack(old))
   end
 end
+if moved then redis.call('HSET', GCDAY, part, string.format('%d', first)) end
 return {table.concat(out), stored or ''}
