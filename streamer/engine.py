@@ -26,6 +26,7 @@ from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
 
 MAX_CAS_RETRIES = 5
+DAY_MS = 86_400_000  # the verdict script's insert-id lists are per UTC day
 
 
 class EngineError(Exception):
@@ -202,7 +203,17 @@ class BatchApplier:
                     unit = bd.labeler.plan.label_unit(label)
                     targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
 
-        registries = [(bd.labeler.plan.unit, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
+        # keys the apply path refreshes besides the units': breakdown registries,
+        # and the lists the verdict script keeps per partition (recent verdicts,
+        # the days of the insert ids it will forget)
+        extra = [(bd.labeler.plan.unit.tree, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
+        if self.refresher is not None and backfill is None:
+            vk = self.store.verdict_keys
+            for ts, kept in zip(self.trees, accepted, strict=True):
+                name = ts.plan.tree.tree
+                extra.append((name, vk.verdict_log(name, partition)))
+                days = {ev.time_ms // DAY_MS for _, ev in kept if ev.insert_id}
+                extra += [(name, f"{vk.insert_id_days(name)}:{partition}:{day}") for day in sorted(days)]
         pending = [t for t in targets if t.due()]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
@@ -212,7 +223,7 @@ class BatchApplier:
             born = [] if backfill is not None else [
                 (t.unit, records[0][0] - 1) for t in pending if t.always and t.offset == -1
             ]
-            expire = self.refresher.due(((c[0], c[3]) for c in calls), registries) if self.refresher else []
+            expire = self.refresher.due(((c[0], c[3]) for c in calls), extra) if self.refresher else []
             ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
             failed = [t for t, good in zip(pending, ok, strict=True) if not good]
             if not failed:

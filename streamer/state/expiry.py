@@ -89,11 +89,12 @@ class Refresher:
         self._ttl = {p.tree.tree: self.retention.ttl_ms(p) for p in self.plans}
 
     def due(
-        self, applied: Iterable[tuple[Unit, dict[str, Any]]], extra: Iterable[tuple[Unit, str]] = ()
+        self, applied: Iterable[tuple[Unit, dict[str, Any]]], extra: Iterable[tuple[str, str]] = ()
     ) -> list[tuple[str, int]]:
         """``(key, ttl_ms)`` to PEXPIRE after applying ``(unit, payload)``s;
-        ``extra`` ``(unit, key)``: other keys of those units (breakdown label
-        registries), which must never outlive or predecease their labels."""
+        ``extra`` ``(tree, key)``: other keys of those trees (breakdown label
+        registries, which must never predecease their labels; the verdict
+        script's per-partition lists)."""
         now = self.clock()
         out: list[tuple[str, int]] = []
         candidates: list[tuple[str, int]] = []
@@ -102,7 +103,7 @@ class Refresher:
             ttl = self._ttl[unit.tree]
             candidates += [(k, ttl) for k in unit_keys(self.keys, unit, payload)]
             trees.add(unit.tree)
-        candidates += [(key, self._ttl[unit.tree]) for unit, key in extra]
+        candidates += [(key, self._ttl[tree]) for tree, key in extra]
         for tree in trees:
             candidates += [(self.keys.tree(tree, s), self._ttl[tree]) for s in TREE_SUFFIXES]
         for key, ttl in candidates:

@@ -37,6 +37,11 @@ class Keys:
         """Prefix of the lists ``idd:<partition>:<day>`` of insert ids to forget."""
         return self.tree(tree, "idd")
 
+    def verdict_log(self, tree: str, partition: str) -> str:
+        """List of ``partition``'s recent verdict segments (a record judged
+        again gets the verdict it got)."""
+        return self.tree(tree, f"vl:{partition}")
+
     def insert_id_lists(self, tree: str) -> str:
         """Every per-day list of insert ids of ``tree`` (for ``SCAN MATCH``)."""
         return self.insert_id_days(tree) + ":*"

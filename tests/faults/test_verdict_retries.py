@@ -1,7 +1,7 @@
-"""Two known gaps in how a batch is judged again after a fault between or
-after its Redis round trips (docs/worker.md, "Exactly once"), pinned down as
-strict xfail tests: each starts passing (and so fails the suite) once fixed.
-Found by tests/faults/test_redis_faults.py, whose counters showed the shift."""
+"""A batch judged again after a fault between or after its Redis round trips
+gets the verdicts it got (docs/worker.md, "Exactly once"): verdict.lua keeps
+each partition's recent verdicts by offset. Both gaps were found by
+tests/faults/test_redis_faults.py, whose counters showed the shift."""
 
 from __future__ import annotations
 
@@ -28,11 +28,6 @@ def store(redis_client: redis.Redis) -> Store:
     return Store(redis_client, namespace="retry")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verdicts of a batch re-applied after a lost reply use the watermark "
-    "that batch advanced: its old events count as late (counters only; the state is exact)",
-)
 def test_reapplied_batch_keeps_its_verdicts(store: Store) -> None:
     """What a lost reply does: the same batch applied twice (the second time
     after its first apply went through) must count the same verdicts."""
@@ -56,12 +51,6 @@ def test_reapplied_batch_keeps_its_verdicts(store: Store) -> None:
     assert again.counts == first.counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batch judged again after its verdict round trip ran sees the insert ids it recorded "
-    "itself: an accepted event can turn duplicate and, if no unit applied the batch yet, is lost "
-    "from the state",
-)
 def test_batch_retried_between_round_trips_keeps_its_events(store: Store) -> None:
     """Three events with one insert id in one batch at T + 1.5 D, T and
     T + 1.2 D (D: the dedupe horizon): judged in order, all are accepted, as

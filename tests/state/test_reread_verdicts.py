@@ -82,9 +82,17 @@ def test_reread_on_live_verdict_state_misjudges_and_corrupts(redis_client: redis
     for record in records:
         applier.apply(PART, [record], T0 + 90 * DAY)
     assert "".join(live.verdicts[o] for o in range(3)) == "ada"
+    # a re-read among the partition's recent verdicts gets the verdict it got
+    # and writes nothing (a batch retried after a fault, re-read after a crash)
+    ids = live.keys.insert_ids(tree.tree)
+    assert reread(live, tree, [(1, y)]) == "d"
+    assert reread(live, tree, [(0, x), (1, y), (2, z)]) == "ada"
+    assert redis_client.hget(ids, "I") == f"{T0 + 2 * d + 1}|{PART}:2".encode()
+    # older records than those (a backfill reads from the partition's start)
+    # are judged again on the live state: forget the recent verdicts to see how
+    redis_client.delete(live.keys.verdict_log(tree.tree, PART))
 
     # re-read on live state: the duplicate y is now accepted (z re-recorded the id)...
-    ids = live.keys.insert_ids(tree.tree)
     assert redis_client.hget(ids, "I") == f"{T0 + 2 * d + 1}|{PART}:2".encode()
     assert reread(live, tree, [(1, y)]) == "a"
     # ...and that rewrote the id to y's time: a live duplicate of z now slips through
@@ -97,6 +105,8 @@ def test_reread_on_live_verdict_state_misjudges_and_corrupts(redis_client: redis
     fresh_applier = BatchApplier(fresh, [tree])
     fresh_applier.apply(PART, [(0, event(None, T0)), (1, event(None, T0 + h + DAY))], T0 + 90 * DAY)
     assert fresh.verdicts[0] == "a"
+    assert reread(fresh, tree, [(0, event(None, T0))]) == "a"  # recent: as judged
+    redis_client.delete(fresh.keys.verdict_log(tree.tree, PART))
     assert reread(fresh, tree, [(0, event(None, T0))]) == "l"
 
 

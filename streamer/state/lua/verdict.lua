@@ -7,18 +7,50 @@
 --                 the partition with an event time in that UTC day, to forget
 --                 them once the partition's watermark passes the whole day by
 --                 horizon + dedupe (LPOP per list, no sorted set)
+--   KEYS[5] "vl:<partition>" list of the partition's last RECENT verdict
+--                 segments "first offset,last offset,verdicts" (one character
+--                 per offset, "-" for an offset that was not an event)
 -- ARGV: partition, horizon ms, dedupe ms, events JSON [[id or "", t, offset], ...]
 -- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
 -- (same partition:offset) is not its own duplicate, and ids are only
 -- forgotten by the stored watermark (the one a re-delivery starts from), so
 -- no id a verdict of the batch looked at disappears before the batch applied.
+-- Reproducible for a record judged again (a batch retried after a Redis fault
+-- between its round trips, re-read after a crash or a refused commit): an
+-- offset found in the partition's recent segments gets the verdict it got,
+-- and changes nothing; it does not meet its own insert id, nor the watermark
+-- its own batch advanced.
 local part = ARGV[1]
 local H, D = tonumber(ARGV[2]), tonumber(ARGV[3])
 local events = cjson.decode(ARGV[4])
 local WM, IDS, GCDAY = KEYS[1], KEYS[2], KEYS[3]
 local LISTS = KEYS[4] .. ':' .. part .. ':'
 local DAY = 86400000
+local VLOG, RECENT = KEYS[5], 8
+
+-- only segments that overlap this batch (none in the usual, first delivery)
+local segments = {}
+if #events > 0 then
+  local first, last = events[1][3], events[#events][3]
+  for _, raw in ipairs(redis.call('LRANGE', VLOG, 0, -1)) do
+    local f, l, v = string.match(raw, '^(%d+),(%d+),(.*)$')
+    f, l = tonumber(f), tonumber(l)
+    if f <= last and l >= first then segments[#segments + 1] = {f, l, v} end
+  end
+end
+local function judged(off)
+  for j = #segments, 1, -1 do
+    local seg = segments[j]
+    if off >= seg[1] and off <= seg[2] then
+      local c = string.sub(seg[3], off - seg[1] + 1, off - seg[1] + 1)
+      if c ~= '-' then return c end
+      return nil
+    end
+  end
+  return nil
+end
+
 local stored = redis.call('HGET', WM, part)
 local wm = tonumber(stored or '')
 local stored_wm = wm
@@ -43,34 +75,61 @@ end
 local out = {}
 local days = {}
 local prefix = part .. ':'
+local fresh = 0 -- events judged now (not found in the recent segments)
+local lo, hi = nil, nil
 for i, ev in ipairs(events) do
   local id, t = ev[1], ev[2]
-  local v = 'a'
-  if wm ~= nil and t < wm - H then
+  local v = judged(ev[3])
+  if v ~= nil then
+    -- judged before: the same verdict, nothing written again
+  elseif wm ~= nil and t < wm - H then
+    fresh = fresh + 1
     v = 'l'
-  elseif id ~= '' then
-    local rec = string.format('%d|%s%d', t, prefix, ev[3]) -- "t|partition:offset"
-    -- a fresh id (the usual case) costs this one command
-    if redis.call('HSETNX', IDS, id, rec) == 0 then
-      local t0, o0 = string.match(redis.call('HGET', IDS, id), '^([^|]*)|(.*)$')
-      t0 = tonumber(t0)
-      if o0 == prefix .. string.format('%d', ev[3]) then
-        rec = nil -- this very event, recorded by an earlier delivery of the batch
-      elseif math.abs(t - t0) <= D and not forgotten(t0, o0) then
-        v = 'd'
-      else
-        redis.call('HSET', IDS, id, rec)
+  else
+    fresh = fresh + 1
+    v = 'a'
+    if id ~= '' then
+      local rec = string.format('%d|%s%d', t, prefix, ev[3]) -- "t|partition:offset"
+      -- a fresh id (the usual case) costs this one command
+      if redis.call('HSETNX', IDS, id, rec) == 0 then
+        local t0, o0 = string.match(redis.call('HGET', IDS, id), '^([^|]*)|(.*)$')
+        t0 = tonumber(t0)
+        if o0 == prefix .. string.format('%d', ev[3]) then
+          rec = nil -- this very event, recorded by an earlier delivery of the batch
+        elseif math.abs(t - t0) <= D and not forgotten(t0, o0) then
+          v = 'd'
+        else
+          redis.call('HSET', IDS, id, rec)
+        end
       end
-    end
-    if v == 'a' and rec ~= nil then
-      local d = math.floor(t / DAY)
-      local list = days[d]
-      if list == nil then list = {}; days[d] = list end
-      list[#list + 1] = id
+      if v == 'a' and rec ~= nil then
+        local d = math.floor(t / DAY)
+        local list = days[d]
+        if list == nil then list = {}; days[d] = list end
+        list[#list + 1] = id
+      end
     end
   end
   if v == 'a' and (wm == nil or t > wm) then wm = t end
+  if lo == nil then lo = ev[3] end
+  hi = ev[3]
   out[i] = v
+end
+
+-- remember this batch's verdicts by offset (offsets increase within a batch)
+if fresh > 0 and hi - lo + 1 <= 4 * #events + 1000 then
+  local chars, j = {}, 1
+  for off = lo, hi do
+    local ev = events[j]
+    if ev ~= nil and ev[3] == off then
+      chars[#chars + 1] = out[j]
+      j = j + 1
+    else
+      chars[#chars + 1] = '-'
+    end
+  end
+  redis.call('RPUSH', VLOG, string.format('%d,%d,', lo, hi) .. table.concat(chars))
+  redis.call('LTRIM', VLOG, -RECENT, -1)
 end
 
 -- remember which day each new record belongs to
