@@ -1,6 +1,6 @@
 """Where the write path's time goes, per stage and per state unit.
 
-    python -m streamer.bench.profile [--events 200000] [--batch 10000] [--redis URL]
+    python -m streamer.bench.profile [--events 200000] [--batch 10000] [--redis URL] [--tune-gc]
 
 Replays simulated education events through the engine's own pieces
 (``Decoder``, the verdict script, ``Aggregator``, the units' Lua scripts)
@@ -160,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--redis", help="Redis URL (default: start a local redis-server)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--tune-gc", action="store_true",
+                        help="the worker's garbage-collector settings (streamer/worker/gctune.py)")
     args = parser.parse_args(argv)
     from streamer.bench.evaluation import load_tree
 
     load = education_workload(args.events, partitions=1)
+    if args.tune_gc:
+        from streamer.worker.gctune import tune_gc
+
+        tune_gc()
     with bench_redis(args.redis) as client:
         result = profile(client, load_tree("education"), load.lines[: load.events], args.batch)
     if args.json:

@@ -18,6 +18,7 @@ from streamer.state.expiry import Refresher
 from streamer.state.store import Store
 from streamer.worker.consumer import BatchAbandoned, EventConsumer
 from streamer.worker.deadletter import DeadLetters
+from streamer.worker.gctune import tune_gc
 from streamer.worker.health import Status, serve
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.settings import KafkaSettings, WorkerSettings
@@ -115,6 +116,8 @@ class EventService(mode.Service):
             timeout_ms=self.settings.batch_timeout_ms,
             retry_max_s=self.settings.redis_retry_max_s,
         )
+        if self.settings.gc_tuning:
+            tune_gc()  # after start-up: what is alive now is frozen
         self._rebalance = _Rebalance(self.events)
         self.consumer.subscribe(source_topics(self.trees), listener=self._rebalance)
         logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)

@@ -89,6 +89,9 @@ class WorkerSettings(BaseSettings):
     web_bind: str = "127.0.0.1"
     batch_max_records: int = Field(default=10_000, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
+    gc_tuning: bool = True
+    """Freeze start-up objects and collect the youngest generation less often
+    (streamer/worker/gctune.py)."""
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     redis_retry_max_s: float = Field(default=2.0, gt=0)

@@ -1,0 +1,129 @@
+"""One worker of several code trees (or settings) back to back on one topic.
+
+    python -m streamer.bench.compare --events 200000 \\
+        --variant before=/path/to/older/checkout --variant now=. \\
+        --variant default-gc=.:NORTHSTAR_GC_TUNING=false --repeats 2
+
+Each ``--variant LABEL=PYTHONPATH[:NAME=VALUE...]`` runs a real ``northstar
+worker`` (imported from that PYTHONPATH, with those extra environment
+variables) over the same pre-filled topic (2 partitions) and Redis, timed
+like ``throughput.py`` from owning partitions to every unit's applied offset
+at the end. Besides the rate it prints the worker's and Redis's CPU time per
+record (``/proc/<pid>/stat``, ``INFO cpu``): on a shared machine the rate
+moves with the load, CPU per record much less. Variants alternate, repeats
+interleave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from streamer.bench import throughput
+from streamer.bench.run import EDUCATION
+from streamer.bench.workload import education_workload, fill_topic
+from streamer.state.store import Store
+from streamer.testing.worker import all_applied, load_tree, tree_on_topic
+from streamer.windows.units import compile_tree
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of ``pid`` so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def redis_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
+    label, _, rest = text.partition("=")
+    path, *assignments = rest.split(":")
+    if not label or not path or any("=" not in a for a in assignments):
+        raise argparse.ArgumentTypeError(f"expected LABEL=PYTHONPATH[:NAME=VALUE...], got {text!r}")
+    env = dict(a.split("=", 1) for a in assignments)
+    return label, str(Path(path).resolve()), env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--variant", type=parse_variant, action="append", required=True)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.repeats < 1:
+        parser.error("--events and --repeats must be positive")
+    from streamer.testing import RedisServer, TansuBroker
+
+    work = Path(tempfile.mkdtemp(prefix="northstar-compare-"))
+    with TansuBroker(work / "tansu") as tansu, RedisServer(work / "redis") as server:
+        load = education_workload(args.events, 2, seed=5)
+        topic = "bench-events"
+        fill_topic(tansu.bootstrap, topic, load)
+        ends = load.end_offsets()
+        records = sum(end + 1 for end in ends.values())
+        tree = load_tree(tree_on_topic(EDUCATION, topic, work / "defs"))
+        plan = compile_tree(tree)
+        client = redis.Redis.from_url(server.url)
+        services = throughput.Services(tansu.bootstrap, server.url, work)
+        run = 0
+        for _ in range(args.repeats):
+            for label, path, env in args.variant:
+                run += 1
+                namespace = f"c{run}"
+                store = Store(client, namespace=namespace)
+                saved = os.environ.get("PYTHONPATH")
+                os.environ["PYTHONPATH"] = path
+                try:
+                    proc = throughput.worker(
+                        services, work / "defs", name=f"{namespace}-{label}", group=f"g-{namespace}",
+                        namespace=namespace, session_timeout_ms=3000, env=env,
+                    )
+                    load_before = os.getloadavg()[0]
+                    proc.launch()
+                finally:
+                    if saved is None:
+                        os.environ.pop("PYTHONPATH")
+                    else:
+                        os.environ["PYTHONPATH"] = saved
+                try:
+                    proc.wait_ready()
+                    started, cpu0, redis0 = time.monotonic(), cpu_seconds(proc.pid), redis_cpu(client)
+                    last = [cpu0]
+
+                    def done(proc: Any = proc, store: Store = store, last: list[float] = last) -> bool:
+                        last[0] = cpu_seconds(proc.pid) or last[0]
+                        return all_applied(store, [plan], topic, ends)
+
+                    proc.wait_for(done, 3600, "every record applied")
+                    seconds = time.monotonic() - started
+                    redis_used = redis_cpu(client) - redis0
+                finally:
+                    proc.terminate()
+                print(
+                    f"{label:>16}: {records / seconds:9,.0f} records/s {seconds:7.2f} s  "
+                    f"worker {(last[0] - cpu0) / records * 1e6:5.1f} us/record  "
+                    f"redis {redis_used / records * 1e6:5.1f} us/record  "
+                    f"load {load_before:.2f} -> {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                store.delete_namespace()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
