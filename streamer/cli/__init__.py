@@ -39,6 +39,7 @@ from streamer.cli import (
     replay,
     rules,
     simulate,
+    soak,
     tree,
     validate,
     worker,
@@ -66,6 +67,7 @@ COMMANDS: tuple[Command, ...] = (
     demo,
     grafana,
     bench,
+    soak,
     # add new subcommand modules here.
 )
 
