@@ -53,11 +53,12 @@ NAMESPACE = "soak"
 MIB = 1024 * 1024
 DEFINITIONS = Path(__file__).resolve().parents[2] / "definitions" / f"{TREE}.yaml"
 DEDUPE = "insert ids kept for the tree's 7-day dedupe horizon"
+PAIRS = "pair units keep end events without a start (docs/state.md section 5)"
 
 SERIES = (
     Series("worker_rss", "MiB", floor=2.0),
     Series("redis_memory", "MiB", floor=1.0, expected_growth=DEDUPE),
-    Series("redis_without_ids", "MiB", floor=1.0),
+    Series("redis_without_ids", "MiB", floor=1.0, expected_growth=PAIRS),
     Series("lag", "events"),  # floor set from the rate: one second of traffic
     Series("invalid_events", "count", "errors"),
     Series("dead_letters", "count", "errors"),

@@ -5,6 +5,7 @@ whether worker memory, Redis memory, lag and error counts stayed flat
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,15 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"northstar soak: {message}\n")
         sys.stderr.flush()
 
-    result = run_soak(config, log)
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop what it started, as on Ctrl-C
+    try:
+        result = run_soak(config, log)
+    except KeyboardInterrupt:
+        log("interrupted; everything it started is stopped")
+        return 130
     blob = orjson.dumps(result, option=orjson.OPT_INDENT_2)
     if args.output:
         args.output.write_bytes(blob + b"\n")
