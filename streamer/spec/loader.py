@@ -38,6 +38,7 @@ from streamer.spec.issues import (
     sort_issues,
 )
 from streamer.spec.model import Metric, Tree
+from streamer.spec.nesting import MAX_DEPTH, MAX_VALUES, expanded_size, too_deep
 from streamer.spec.schema_errors import (
     SchemaError,
     child,
@@ -256,6 +257,15 @@ def _read_yaml(file: Path) -> tuple[Any, list[Issue]]:
         return None, [error(line, f"invalid YAML: {exc.problem or exc.context}")]
     except YAMLError as exc:
         return None, [error(None, f"invalid YAML: {exc}")]
+    except RecursionError:  # the parser recurses per level of nesting
+        return None, [error(None, f"invalid YAML: nested too deeply (the limit is {MAX_DEPTH} levels)")]
+    deep = too_deep(document)
+    if deep is not None:
+        return None, [error(deep[1], f"nested {deep[0]} levels deep; the limit is {MAX_DEPTH}",
+                            "a definitions file needs about 10")]
+    if expanded_size(document) is None:
+        return None, [error(None, f"expands to more than {MAX_VALUES} values, or an alias contains "
+                            "itself", "use fewer YAML aliases (&name / *name)")]
     issues = [
         error(
             line,
