@@ -152,9 +152,20 @@ def _terse(value: Any) -> Any:
     return value
 
 
+def hostile_seeds() -> list[bytes]:
+    """Shapes that once broke the loader (deep nesting: RecursionError; an
+    alias bomb: 9^9 values), kept as seeds so that their edits stay covered."""
+    bomb = ["a0: &a0 [1]", *(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10))]
+    return [
+        b"tree: " + b"[" * 300 + b"]" * 300 + b"\n",
+        ("tree: x\n" + "".join("  " * i + f"k{i}:\n" for i in range(300))).encode(),
+        "\n".join(bomb).encode() + b"\n",
+    ]
+
+
 def seed_texts() -> list[bytes]:
     texts = [p.read_bytes() for folder in SEED_DIRS for p in sorted(folder.glob("*.yaml"))]
-    return texts + [to_yaml(doc) for doc in seed_documents()]
+    return texts + [to_yaml(doc) for doc in seed_documents()] + hostile_seeds()
 
 
 def to_yaml(value: Any, indent: int = 0) -> bytes:

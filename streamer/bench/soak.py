@@ -80,7 +80,7 @@ class SoakConfig:
     pool_events: int = 100_000
     partitions: int = 2
     session_timeout_ms: int = 3000
-    drain_timeout_s: float = 120.0
+    drain_timeout_s: float = 60.0
     kafka: str | None = None
     redis_url: str | None = None
     workdir: Path | None = None
@@ -345,14 +345,19 @@ def _short(v: Any) -> str:
 
 def _drain(config: SoakConfig, proc: Any, producer: Producer, store: Store, plan: Any) -> float | None:
     """Seconds until every acknowledged record was applied after producing
-    stopped; None when that did not happen within ``drain_timeout_s``."""
-    started = time.monotonic()
-    while time.monotonic() - started < config.drain_timeout_s:
-        if _lag(producer, store, plan)[0] <= 0:
+    stopped; None when the worker stopped making progress for
+    ``drain_timeout_s`` (a backlog that shrinks, however slowly, is waited for)."""
+    started = stalled_since = time.monotonic()
+    best = -1
+    while time.monotonic() - stalled_since < config.drain_timeout_s:
+        lag, applied = _lag(producer, store, plan)
+        if lag <= 0:
             return time.monotonic() - started
+        if applied > best:
+            best, stalled_since = applied, time.monotonic()
         if not proc.is_running():
             return None
-        time.sleep(0.2)
+        time.sleep(0.5)
     return None
 
 
