@@ -65,6 +65,8 @@ SERIES = (
     Series("late_or_duplicate", "count", "errors"),
     Series("redis_down_samples", "count", "errors"),
     Series("scrape_failures", "count", "errors"),
+    Series("redis_errors", "count", "errors"),  # the soak's own reads failed (BUSY, timeouts)
+    Series("worker_log_errors", "count", "errors"),  # ERROR lines: e.g. a failed evaluation
     Series("producer_errors", "count", "errors"),
 )
 
@@ -304,7 +306,10 @@ def _sample(config: SoakConfig, proc: Any, producer: Producer, client: Any, stor
             rate: float, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     started = time.monotonic()
     producer.start()
-    redis_down = scrape_failures = 0
+    import redis
+
+    redis_down = scrape_failures = redis_errors = 0
+    applied = 0
     last_sent, last_t = 0, 0.0
     errors: dict[str, float] = {}
     for tick in range(1, max(1, round(config.duration_s / config.interval_s)) + 1):
@@ -320,16 +325,24 @@ def _sample(config: SoakConfig, proc: Any, producer: Producer, client: Any, stor
             redis_down += errors["redis_up"] < 1
         except OSError:
             scrape_failures += 1
-        used = int(client.info("memory")["used_memory"])
-        ids = _ids_bytes(client)
-        lag, applied = _lag(producer, store, plan)
+        try:
+            used: int | None = int(client.info("memory")["used_memory"])
+            ids: int | None = _ids_bytes(client)
+            lag: int | None
+            lag, applied = _lag(producer, store, plan)
+        except redis.RedisError as exc:  # e.g. BUSY: a Lua script ran past 5 s
+            redis_errors += 1
+            log(f"reading Redis failed: {exc}")
+            used = ids = lag = None
         sent = producer.sent
         row = {
-            "t_s": round(t, 1), "worker_rss": rss_mib(proc.pid), "redis_memory": used / MIB,
-            "redis_without_ids": (used - ids) / MIB, "lag": lag,
+            "t_s": round(t, 1), "worker_rss": rss_mib(proc.pid),
+            "redis_memory": None if used is None else used / MIB,
+            "redis_without_ids": None if used is None or ids is None else (used - ids) / MIB, "lag": lag,
             "invalid_events": errors.get("invalid_events"), "dead_letters": errors.get("dead_letters"),
             "late_or_duplicate": errors.get("late_or_duplicate"), "redis_down_samples": redis_down,
             "scrape_failures": scrape_failures, "producer_errors": producer.counts.errors,
+            "redis_errors": redis_errors, "worker_log_errors": _log_errors(proc.log_path),
             "produced": producer.acked_total, "applied": applied,
             "rate": round((sent - last_sent) / (t - last_t), 1) if t > last_t else None,
             "load1": round(os.getloadavg()[0], 2),
@@ -339,6 +352,15 @@ def _sample(config: SoakConfig, proc: Any, producer: Producer, client: Any, stor
         yield row
 
 
+def _log_errors(path: Path) -> int:
+    """ERROR lines in the worker's log so far (failed evaluations have no metric)."""
+    try:
+        with path.open("rb") as log:
+            return sum(1 for line in log if b"[ERROR]" in line)
+    except OSError:
+        return 0
+
+
 def _short(v: Any) -> str:
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
@@ -346,11 +368,19 @@ def _short(v: Any) -> str:
 def _drain(config: SoakConfig, proc: Any, producer: Producer, store: Store, plan: Any) -> float | None:
     """Seconds until every acknowledged record was applied after producing
     stopped; None when the worker stopped making progress for
-    ``drain_timeout_s`` (a backlog that shrinks, however slowly, is waited for)."""
+    ``drain_timeout_s``, or after a quarter of the soak's duration (a backlog
+    that shrinks is waited for, within reason)."""
+    import redis
+
     started = stalled_since = time.monotonic()
     best = -1
-    while time.monotonic() - stalled_since < config.drain_timeout_s:
-        lag, applied = _lag(producer, store, plan)
+    cap = max(config.drain_timeout_s, config.duration_s / 4)
+    while time.monotonic() - stalled_since < config.drain_timeout_s and time.monotonic() - started < cap:
+        try:
+            lag, applied = _lag(producer, store, plan)
+        except redis.RedisError:  # BUSY: wait for the script, it still counts as progress-less
+            time.sleep(0.5)
+            continue
         if lag <= 0:
             return time.monotonic() - started
         if applied > best:
