@@ -87,7 +87,9 @@ class Target:
         except Exception as exc:
             tally.exception(engine, text, exc)
             return None
-        lines = text.count(b"\n") + 1
+        # read_text() turns \r\n and a lone \r into line breaks, and YAML
+        # parsers count a few more (NEL, LS, PS): str.splitlines() knows them all
+        lines = len(text.decode("utf-8", "replace").splitlines()) + 1
         for issue in result.issues:
             if issue.file != self.path or issue.severity not in SEVERITIES or not issue.rule:
                 return f"malformed issue {issue!r:.200}"
