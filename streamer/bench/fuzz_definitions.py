@@ -156,12 +156,14 @@ def _terse(value: Any) -> Any:
 
 def hostile_seeds() -> list[bytes]:
     """Shapes that once broke the loader (deep nesting: RecursionError; an
-    alias bomb: 9^9 values), kept as seeds so that their edits stay covered."""
+    alias bomb: 9^9 values; a key holding a mapping: TypeError), kept as
+    seeds so that their edits stay covered."""
     bomb = ["a0: &a0 [1]", *(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10))]
     return [
         b"tree: " + b"[" * 300 + b"]" * 300 + b"\n",
         ("tree: x\n" + "".join("  " * i + f"k{i}:\n" for i in range(300))).encode(),
         "\n".join(bomb).encode() + b"\n",
+        b"tree: x\n? {a: {b: 1}}\n: x\n",  # an unhashable key: TypeError once
     ]
 
 

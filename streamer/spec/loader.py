@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
@@ -230,6 +230,13 @@ class _CollectingConstructor(RoundTripConstructor):
     def check_mapping_key(
         self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
     ) -> bool:
+        try:
+            hash(key)
+        except TypeError:  # a complex key holding a mapping or list (found by fuzzing)
+            raise ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                "found a key that is a nested mapping or list; keys are names", key_node.start_mark,
+            ) from None
         if key in mapping:
             first = mapping.lc.data.get(key)
             self.duplicates.append(

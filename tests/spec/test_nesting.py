@@ -86,3 +86,20 @@ def test_real_trees_are_far_from_the_limits() -> None:
         assert too_deep(document, limit=12) is None, path
         size = expanded_size(document)
         assert size is not None and size < MAX_VALUES // 10, path
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("? {a: {b: 1}}\n: x\n", 1),  # a flow mapping holding a mapping, as a key
+        ("tree: x\nsource:\n  ? [a, {b: c}]\n  : 1\n", 3),
+        ("? [a, [b]]\n: 1\n", 1),
+    ],
+)
+def test_a_key_holding_a_mapping_or_list_is_an_issue(tmp_path: Path, text: str, line: int) -> None:
+    # was TypeError (unhashable CommentedMap) out of the duplicate-key check; found by atheris
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    (issue,) = load_definitions([path]).errors
+    assert issue.rule == "yaml" and issue.line == line
+    assert "nested mapping or list" in issue.message
