@@ -5,8 +5,9 @@ first crash, so the driver (streamer.bench.fuzz) runs this module as a child:
 
     python -m streamer.bench.fuzz_atheris decode|definitions CORPUS_DIR [libFuzzer flags]
 
-The code under test (``streamer.*``) is imported under
-``atheris.instrument_imports`` so that libFuzzer sees its branch coverage;
+The code under test (``streamer.*``, and the YAML parser and pydantic's
+Python side for definitions) is imported under ``atheris.instrument_imports``
+so that libFuzzer sees its branch coverage;
 the seeds are the same as the other engines'. The contract checked is the
 one of streamer.bench.fuzz_decode / fuzz_definitions; a violation raises, which
 libFuzzer reports as a crash with the input saved.
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
     import atheris
 
     target = argv[1]
-    with atheris.instrument_imports(include=["streamer"]):
+    with atheris.instrument_imports(include=["streamer", "ruamel", "pydantic"]):
         if target == "decode":
             from streamer.bench.fuzz_decode import DECODERS, NOW, contract
 
@@ -87,6 +88,10 @@ def main(argv: list[str]) -> None:
                         raise AssertionError(problem)
 
         else:
+            # imported here, not lazily by Target.check, so that they are instrumented
+            import streamer.events.decode
+            import streamer.spec.loader
+            import streamer.windows.units  # noqa: F401
             from streamer.bench.fuzz_definitions import Target
 
             loader = Target()
