@@ -40,6 +40,7 @@ from streamer.cli import (
     replay,
     rules,
     simulate,
+    soak,
     state,
     tree,
     validate,
@@ -70,6 +71,7 @@ COMMANDS: tuple[Command, ...] = (
     demo,
     grafana,
     bench,
+    soak,
     # add new subcommand modules here.
 )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
@@ -38,6 +38,7 @@ from streamer.spec.issues import (
     sort_issues,
 )
 from streamer.spec.model import Metric, Tree
+from streamer.spec.nesting import MAX_DEPTH, MAX_VALUES, expanded_size, too_deep
 from streamer.spec.schema_errors import (
     SchemaError,
     child,
@@ -229,6 +230,13 @@ class _CollectingConstructor(RoundTripConstructor):
     def check_mapping_key(
         self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
     ) -> bool:
+        try:
+            hash(key)
+        except TypeError:  # a complex key holding a mapping or list (found by fuzzing)
+            raise ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                "found a key that is a nested mapping or list; keys are names", key_node.start_mark,
+            ) from None
         if key in mapping:
             first = mapping.lc.data.get(key)
             self.duplicates.append(
@@ -256,6 +264,15 @@ def _read_yaml(file: Path) -> tuple[Any, list[Issue]]:
         return None, [error(line, f"invalid YAML: {exc.problem or exc.context}")]
     except YAMLError as exc:
         return None, [error(None, f"invalid YAML: {exc}")]
+    except RecursionError:  # the parser recurses per level of nesting
+        return None, [error(None, f"invalid YAML: nested too deeply (the limit is {MAX_DEPTH} levels)")]
+    deep = too_deep(document)
+    if deep is not None:
+        return None, [error(deep[1], f"nested {deep[0]} levels deep; the limit is {MAX_DEPTH}",
+                            "a definitions file needs about 10")]
+    if expanded_size(document) is None:
+        return None, [error(None, f"expands to more than {MAX_VALUES} values, or an alias contains "
+                            "itself", "use fewer YAML aliases (&name / *name)")]
     issues = [
         error(
             line,
