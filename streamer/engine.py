@@ -175,8 +175,13 @@ class BatchApplier:
 
         accepted: list[list[tuple[int, Event]]] = []
         watermarks: list[tuple[str, int]] = []
-        for ts, events, (text, stored_wm) in zip(self.trees, decoded, verdicts, strict=True):
+        floors: dict[str, int | None] = {}
+        for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
             name = ts.plan.tree.tree
+            # no start earlier than this can be accepted any more, in any partition
+            # with a watermark (a backfill's scratch watermarks do not bound the
+            # live ones: it forgets nothing)
+            floors[name] = None if lowest_wm is None or backfill is not None else lowest_wm - ts.plan.horizon_ms
             kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
             result.counts["accepted:" + name] += len(kept)
             result.counts["late:" + name] += text.count("l")
@@ -219,7 +224,8 @@ class BatchApplier:
             calls = []
             for t in pending:
                 payload = t.aggregator.payload(t.fresh()) or {}
-                calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), t.params))
+                params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
+                calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
             born = [] if backfill is not None else [
                 (t.unit, records[0][0] - 1) for t in pending if t.always and t.offset == -1
             ]

@@ -137,9 +137,10 @@ class Store:
         partition: str,
         units: Sequence[Unit],
         field: str | None = None,
-    ) -> tuple[list[tuple[str, int | None]], list[int]]:
+    ) -> tuple[list[tuple[str, int | None, int | None]], list[int]]:
         """One round trip: for every (tree, horizon_ms, dedupe_ms, events) the
-        verdict string and the stored watermark; for every unit its applied
+        verdict string, the partition's stored watermark and the lowest stored
+        watermark of the tree's partitions; for every unit its applied
         offset (field ``field`` of its applied hash, default ``partition``; -1
         when none)."""
         verdicts, offsets, _ = self.first_round_trip(requests, partition, units, (), field)
@@ -152,7 +153,7 @@ class Store:
         units: Sequence[Unit],
         scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),
         field: str | None = None,
-    ) -> tuple[list[tuple[str, int | None]], list[int], list[Any]]:
+    ) -> tuple[list[tuple[str, int | None, int | None]], list[int], list[Any]]:
         """``verdicts_and_offsets`` plus, in the same round trip, the replies of
         ``scripts``: (script name, its one key, its arguments) calls, e.g. the
         breakdown label admissions (``labels``)."""
@@ -178,12 +179,10 @@ class Store:
                 pipe.evalsha(self._shas[name], 1, key, *args)
 
         replies = self._execute(build)
-        verdicts: list[tuple[str, int | None]] = []
+        verdicts: list[tuple[str, int | None, int | None]] = []
         for reply in replies[: len(requests)]:
-            text, stored = reply
-            text = text.decode() if isinstance(text, bytes) else text
-            stored = stored.decode() if isinstance(stored, bytes) else stored
-            verdicts.append((text, int(stored) if stored else None))
+            text, stored, low = (v.decode() if isinstance(v, bytes) else v for v in reply)
+            verdicts.append((text, int(stored) if stored else None, int(low) if low else None))
         after = len(requests) + len(units)
         offsets = [int(v) if v is not None else -1 for v in replies[len(requests) : after]]
         return verdicts, offsets, replies[after:]

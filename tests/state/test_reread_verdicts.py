@@ -45,9 +45,9 @@ class RecordingStore(Store):
         units: Sequence[Any],
         scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),
         field: str | None = None,
-    ) -> tuple[list[tuple[str, int | None]], list[int], list[Any]]:
+    ) -> tuple[list[tuple[str, int | None, int | None]], list[int], list[Any]]:
         verdicts, offsets, replies = super().first_round_trip(requests, partition, units, scripts, field)
-        for (_, _, _, events), (text, _) in zip(requests, verdicts, strict=True):
+        for (_, _, _, events), (text, *_) in zip(requests, verdicts, strict=True):
             for (_, _, offset), v in zip(events, text, strict=True):
                 self.verdicts[offset] = v
         return verdicts, offsets, replies

@@ -1,9 +1,10 @@
 -- First start event, then end events after it, per entity: percentiles of
 -- time-to-end and conversion within a delay.
 --   "p" hash entity -> "s;t1,t2,..."  s = earliest start (empty if none yet);
---        t* = sorted end times: all those <= s (a late, earlier start may
---        still claim them) and the first k after s (later ones can never
---        matter again).
+--        t* = sorted end times: those <= s that a late, earlier start may
+--        still claim (later than params.floor = lowest partition watermark -
+--        lateness horizon, when given) and the first k after s (later ones
+--        can never matter again).
 --   percentile: "z:<e>" sorted set per window end: entity -> (f - s) in ms
 --   conversion: "c" cohort and "v" converted difference arrays
 -- payload: {"e": [[entity, start or null, [end, ...]], ...]}
@@ -11,6 +12,8 @@
 --           "k": min end events, "within": ms or null}
 local W, R, K = params.w, params.r, params.k
 local within = params.within
+local floor = params.floor
+if floor == cjson.null then floor = nil end
 local conversion = params.mode == 'conversion'
 local H = P .. 'p'
 
@@ -74,7 +77,10 @@ for _, op in ipairs(payload.e) do
   local kept, after_s = {}, 0
   for _, t in ipairs(ends) do
     if s == nil or t <= s then
-      kept[#kept + 1] = t
+      -- only a start not yet seen could claim this end; it must be later than
+      -- the floor (lowest partition watermark - horizon) to be accepted, and
+      -- an end must be strictly after its start
+      if floor == nil or t > floor then kept[#kept + 1] = t end
     elseif after_s < K then
       kept[#kept + 1] = t
       after_s = after_s + 1

@@ -11,7 +11,8 @@
 --                 segments "first offset,last offset,verdicts" (one character
 --                 per offset, "-" for an offset that was not an event)
 -- ARGV: partition, horizon ms, dedupe ms, events JSON [[id or "", t, offset], ...]
--- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or ""}.
+-- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or "",
+--          lowest stored watermark of any partition or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
 -- (same partition:offset) is not its own duplicate, and ids are only
 -- forgotten by the stored watermark (the one a re-delivery starts from), so
@@ -167,4 +168,12 @@ if stored_wm ~= nil and first ~= nil then
   end
 end
 if moved then redis.call('HSET', GCDAY, part, string.format('%d', first)) end
-return {table.concat(out), stored or ''}
+-- the lowest stored watermark of the tree's partitions: no event earlier than
+-- it minus the horizon can be accepted any more, in any partition that has a
+-- watermark (the pair unit forgets end times that no such start could claim)
+local low = nil
+for _, v in ipairs(redis.call('HVALS', WM)) do
+  local x = tonumber(v)
+  if x ~= nil and (low == nil or x < low) then low = x end
+end
+return {table.concat(out), stored or '', low and string.format('%d', low) or ''}
