@@ -192,33 +192,8 @@ class BatchApplier:
                 watermarks.append((name, wm))
 
         last = records[-1][0]
-        targets: list[_Target] = []
-        index = 0
-        for ts, kept in zip(self.trees, accepted, strict=True):
-            for agg, params in zip(ts.aggregators, ts.params, strict=True):
-                if backfill is None:
-                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], last, True))
-                elif index in backfill.limits:
-                    end = min(last, backfill.limits[index])
-                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], end, True))
-                index += 1
-            for bd in ts.breakdowns if backfill is None else ():
-                stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
-                for label, events in sorted(bd.labeler.split(kept).items()):
-                    unit = bd.labeler.plan.label_unit(label)
-                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
-
-        # keys the apply path refreshes besides the units': breakdown registries,
-        # and the lists the verdict script keeps per partition (recent verdicts,
-        # the days of the insert ids it will forget)
-        extra = [(bd.labeler.plan.unit.tree, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
-        if self.refresher is not None and backfill is None:
-            vk = self.store.verdict_keys
-            for ts, kept in zip(self.trees, accepted, strict=True):
-                name = ts.plan.tree.tree
-                extra.append((name, vk.verdict_log(name, partition)))
-                days = {ev.time_ms // DAY_MS for _, ev in kept if ev.insert_id}
-                extra += [(name, f"{vk.insert_id_days(name)}:{partition}:{day}") for day in sorted(days)]
+        targets = self._targets(accepted, offsets, label_offsets, last, backfill)
+        extra = self._refresh_extra(partition, accepted, admissions, backfill)
         pending = [t for t in targets if t.due()]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
@@ -240,6 +215,54 @@ class BatchApplier:
             pending = [t for t in failed if t.due()]
         names = [t.unit.tag + t.unit.part for t in pending]
         raise EngineError(f"units kept changing under us in partition {partition}: {names}")
+
+    def _targets(
+        self,
+        accepted: list[list[tuple[int, Event]]],
+        offsets: list[int],
+        label_offsets: dict[str, list[int]],
+        last: int,
+        backfill: Backfill | None,
+    ) -> list[_Target]:
+        """Every unit (live: all; backfill: those it fills, up to their limits)
+        and every breakdown label that received events (live only)."""
+        targets: list[_Target] = []
+        index = 0
+        for ts, kept in zip(self.trees, accepted, strict=True):
+            for agg, params in zip(ts.aggregators, ts.params, strict=True):
+                if backfill is None:
+                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], last, True))
+                elif index in backfill.limits:
+                    end = min(last, backfill.limits[index])
+                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], end, True))
+                index += 1
+            for bd in ts.breakdowns if backfill is None else ():
+                stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
+                for label, events in sorted(bd.labeler.split(kept).items()):
+                    unit = bd.labeler.plan.label_unit(label)
+                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
+        return targets
+
+    def _refresh_extra(
+        self,
+        partition: str,
+        accepted: list[list[tuple[int, Event]]],
+        admissions: list[tuple[_Breakdown, list[str]]],
+        backfill: Backfill | None,
+    ) -> list[tuple[str, str]]:
+        """(tree, key) the apply path refreshes besides the units' own keys:
+        breakdown registries, and the lists the verdict script keeps per
+        partition (recent verdicts, the days of the insert ids to forget)."""
+        extra = [(bd.labeler.plan.unit.tree, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
+        if self.refresher is None or backfill is not None:
+            return extra
+        vk = self.store.verdict_keys
+        for ts, kept in zip(self.trees, accepted, strict=True):
+            name = ts.plan.tree.tree
+            extra.append((name, vk.verdict_log(name, partition)))
+            days = {ev.time_ms // DAY_MS for _, ev in kept if ev.insert_id}
+            extra += [(name, f"{vk.insert_id_days(name)}:{partition}:{day}") for day in sorted(days)]
+        return extra
 
 
 _EMPTY: dict[str, dict[str, Any]] = {
