@@ -14,15 +14,9 @@ from typing import Any
 from streamer.bench.evaluation import fill
 from streamer.spec.model import Tree
 from streamer.state.store import Store
-from streamer.windows.units import Plan, Quotient, Reader, compile_tree
+from streamer.windows.units import Plan, compile_tree, reader_units
 
 NAMESPACE = "bench"  # where streamer.bench.evaluation.fill writes
-
-
-def _units_of(reader: Reader) -> list[str]:
-    if isinstance(reader, Quotient):
-        return _units_of(reader.numerator) + _units_of(reader.denominator)
-    return [reader.unit.fingerprint]
 
 
 def key_bytes(client: Any, pattern: str) -> tuple[int, int]:
@@ -45,7 +39,7 @@ def unit_breakdown(client: Any, plan: Plan, users: int) -> dict[str, Any]:
                                    "bytes_per_user": round(size / users, 1)}
     metrics = {}
     for name, reader in plan.readers.items():
-        fps = sorted(set(_units_of(reader)))
+        fps = sorted({u.fingerprint for u in reader_units(reader)})
         size = sum(units[fp]["bytes"] for fp in fps)
         metrics[name] = {"units": fps, "bytes_per_user": round(size / users, 1)}
     _, bookkeeping = key_bytes(client, store.keys.tree(plan.tree.tree, "*"))

@@ -11,16 +11,7 @@ from typing import Any, Literal
 from streamer.state.expiry import KeyOwner, owner_of
 from streamer.state.store import Store
 from streamer.windows.breakdown import compile_breakdowns
-from streamer.windows.units import (
-    DiffCount,
-    HllCount,
-    PercentileOf,
-    Plan,
-    Quotient,
-    Reader,
-    Unit,
-    WindowSum,
-)
+from streamer.windows.units import Plan, Unit, reader_units
 
 Status = Literal["live", "orphaned", "removed-tree"]
 MEMORY_SAMPLE = 64  # MEMORY USAGE on at most this many keys per entry, extrapolated
@@ -50,14 +41,6 @@ class Entry:
             "ttl_ms_min": self.ttl_ms_min, "ttl_ms_max": self.ttl_ms_max, "keys_without_ttl": self.without_ttl,
             "missing_history_partitions": self.missing_partitions,
         }
-
-
-def reader_units(reader: Reader) -> Iterator[Unit]:
-    if isinstance(reader, Quotient):
-        yield from reader_units(reader.numerator)
-        yield from reader_units(reader.denominator)
-    elif isinstance(reader, WindowSum | DiffCount | HllCount | PercentileOf):
-        yield reader.unit
 
 
 def _chunks(items: Sequence[str], size: int = BATCH) -> Iterator[Sequence[str]]:

@@ -13,6 +13,7 @@ window end (ratios divide two readers).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,6 +109,15 @@ class Quotient:
 
 
 Reader = WindowSum | DiffCount | HllCount | PercentileOf | Quotient
+
+
+def reader_units(reader: Reader) -> Iterator[Unit]:
+    """The units a reader reads, both sides of a quotient included."""
+    if isinstance(reader, Quotient):
+        yield from reader_units(reader.numerator)
+        yield from reader_units(reader.denominator)
+    else:
+        yield reader.unit
 
 
 @dataclass(frozen=True)
