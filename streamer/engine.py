@@ -67,6 +67,21 @@ class Backfill:
     limits: dict[int, int]
 
 
+_Reads = dict[frozenset[str], list[tuple[int, Event]]]
+
+
+def _select(events: list[tuple[int, Event]], names: frozenset[str] | None, cache: _Reads) -> list[tuple[int, Event]]:
+    """The events named in ``names`` (all when None), in log order; one pass
+    per distinct set of names in a batch, so that each unit's aggregator only
+    walks the events it can read."""
+    if names is None:
+        return events
+    selected = cache.get(names)
+    if selected is None:
+        selected = cache[names] = [pair for pair in events if pair[1].name in names]
+    return selected
+
+
 @dataclass
 class _Target:
     """One unit (or one breakdown label's sub-unit) a batch may apply to."""
@@ -80,7 +95,10 @@ class _Target:
     always: bool  # a whole unit records its offset even with nothing to add
 
     def fresh(self) -> list[Event]:
-        return [ev for off, ev in self.events if self.offset < off <= self.end]
+        events = self.events
+        if events and self.offset < events[0][0] and events[-1][0] <= self.end:
+            return [ev for _, ev in events]  # the usual case: the whole batch
+        return [ev for off, ev in events if self.offset < off <= self.end]
 
     def due(self) -> bool:
         return self.offset < self.end and (
@@ -136,13 +154,13 @@ class BatchApplier:
         if not records:
             return result
         decoded: list[list[tuple[int, Event]]] = []
+        raws = [raw for _, raw in records]
         for ts in self.trees:
             events: list[tuple[int, Event]] = []
-            for offset, raw in records:
-                out = ts.decoder.decode(raw, now_ms)
-                if isinstance(out, Event):
+            for (offset, _), out in zip(records, ts.decoder.decode_batch(raws, now_ms), strict=True):
+                if type(out) is Event:
                     events.append((offset, out))
-                elif ts is self.trees[0]:
+                elif ts is self.trees[0] and isinstance(out, Rejected):
                     result.counts["rejected:" + out.reason] += 1
                     result.rejected.append((offset, out))
             decoded.append(events)
@@ -159,8 +177,10 @@ class BatchApplier:
         # breakdowns: admit the batch's new values in the same round trip
         admissions: list[tuple[_Breakdown, list[str]]] = []
         for ts, events in zip(self.trees, decoded, strict=True):
+            read: _Reads = {}
             for bd in ts.breakdowns if backfill is None else ():
-                admissions.append((bd, bd.labeler.candidates([ev for _, ev in events])))
+                selected = _select(events, bd.aggregator.names, read)
+                admissions.append((bd, bd.labeler.candidates([ev for _, ev in selected])))
         scripts = [
             ("labels", self.store.keys.unit(bd.labeler.plan.unit, REGISTRY),
              [partition, bd.labeler.plan.max_values, orjson.dumps(values)])
@@ -229,16 +249,19 @@ class BatchApplier:
         targets: list[_Target] = []
         index = 0
         for ts, kept in zip(self.trees, accepted, strict=True):
+            read: _Reads = {}
             for agg, params in zip(ts.aggregators, ts.params, strict=True):
+                selected = _select(kept, agg.names, read)
                 if backfill is None:
-                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], last, True))
+                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], last, True))
                 elif index in backfill.limits:
                     end = min(last, backfill.limits[index])
-                    targets.append(_Target(agg.unit, agg, params, kept, offsets[index], end, True))
+                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], end, True))
                 index += 1
             for bd in ts.breakdowns if backfill is None else ():
                 stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
-                for label, events in sorted(bd.labeler.split(kept).items()):
+                selected = _select(kept, bd.aggregator.names, read)
+                for label, events in sorted(bd.labeler.split(selected).items()):
                     unit = bd.labeler.plan.label_unit(label)
                     targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
         return targets

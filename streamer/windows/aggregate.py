@@ -21,6 +21,14 @@ DAY_MS = 86_400_000
 Payload = dict[str, Any]
 
 
+def reads_names(unit: Unit) -> frozenset[str] | None:
+    """The event names whose events can change ``unit``, or None when any
+    event can (a unit that follows group membership reads every event)."""
+    if unit.params.get("group"):
+        return None
+    return frozenset(name for flt in unit.filters.values() for name in flt.event)
+
+
 class Aggregator:
     """Turns accepted events into a unit's payload."""
 
@@ -28,6 +36,7 @@ class Aggregator:
         self.unit = unit
         self.r = resolution_ms
         self.matchers = {name: compile_filter(flt) for name, flt in unit.filters.items()}
+        self.names = reads_names(unit)
         self._build: Callable[[Sequence[Event]], Payload] = getattr(self, "_" + unit.kind)
 
     def payload(self, events: Sequence[Event]) -> Payload | None:
@@ -36,6 +45,8 @@ class Aggregator:
 
     # -- helpers
     def _key(self, event: Event, ref: str) -> str | None:
+        if ref == "user":
+            return event.user or None  # a string: the decoders never make another
         return entity_key(field_value(event, ref))
 
     def _entity_of(self, event: Event) -> str | None:
@@ -46,12 +57,25 @@ class Aggregator:
 
     def _entity_counts(self, events: Sequence[Event]) -> dict[str, dict[int, int]]:
         match = self.matchers["f"]
-        counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        r = self.r
+        ref = self.unit.params["entity"]
+        per_day = bool(self.unit.params.get("per_day"))
+        counts: dict[str, dict[int, int]] = {}
         for event in events:
-            if match(event):
-                key = self._entity_of(event)
-                if key is not None:
-                    counts[key][event.time_ms // self.r] += 1
+            if not match(event):
+                continue
+            key = (event.user or None) if ref == "user" else entity_key(field_value(event, ref))
+            if key is None:
+                continue
+            t = event.time_ms
+            if per_day:
+                key = f"{key}\x1f{t // DAY_MS}"
+            buckets = counts.get(key)
+            if buckets is None:
+                counts[key] = {t // r: 1}
+            else:
+                b = t // r
+                buckets[b] = buckets.get(b, 0) + 1
         return counts
 
     def _latest_groups(self, events: Sequence[Event], owner_ref: str, group_ref: str) -> list[list[Any]]:
