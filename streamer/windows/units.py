@@ -41,6 +41,12 @@ STATE_VERSION = 2
 2: entity (distinct) and retention units keep sparse bucket sets or per-day
 markers instead of packed bucket counts; insert ids are collected per day."""
 
+PAIR_VERSION = 3
+"""The pair unit's (percentile, conversion) own layout, bumped apart from the
+others so that their state stays valid. 3: the end times a late start may
+claim are kept in one member-ordered sorted set instead of each entity's
+packed list (state.md §3)."""
+
 DAY_MS = 86_400_000
 
 UnitKind = Literal["sum", "entity", "hll", "retention", "pair", "relational"]
@@ -147,7 +153,7 @@ class _Compiler:
 
     def unit(self, kind: UnitKind, params: dict[str, Any], filters: dict[str, EventFilter]) -> Unit:
         identity = {
-            "v": STATE_VERSION,
+            "v": PAIR_VERSION if kind == "pair" else STATE_VERSION,
             "kind": kind,
             "tree": self.tree.tree,
             "resolution": self.tree.resolution,
