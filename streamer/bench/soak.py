@@ -80,6 +80,10 @@ class SoakConfig:
     rate_fraction: float = 0.5
     calibrate_events: int = 50_000
     pool_events: int = 100_000
+    user_seconds: float = 60.0
+    """Seconds between two events of one simulated user, on average: the
+    population is ``rate * user_seconds`` (at least the pool's users), so a
+    faster soak spreads over more users instead of making each one busier."""
     partitions: int = 2
     session_timeout_ms: int = 3000
     drain_timeout_s: float = 60.0
@@ -90,6 +94,8 @@ class SoakConfig:
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.interval_s <= 0:
             raise ValueError("--duration and --interval must be positive")
+        if not (math.isfinite(self.user_seconds) and self.user_seconds > 0):
+            raise ValueError("--user-seconds must be a positive number of seconds")
         if self.interval_s > self.duration_s:
             raise ValueError("--interval must not exceed --duration")
         if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
@@ -109,17 +115,34 @@ class _Counts:
     errors: int = 0
 
 
+def copies_for(rate: float, user_seconds: float, pool_users: int) -> int:
+    """How many copies of the pool's users make a population of ``rate *
+    user_seconds`` users (at least one: the pool itself)."""
+    return max(1, math.ceil(rate * user_seconds / max(1, pool_users)))
+
+
+def user_of(user: str, sent: int, pool_size: int, copies: int) -> str:
+    """The user id the ``sent``-th event (of a pool of ``pool_size`` events,
+    sent round robin) carries: each pass over the pool speaks for the next
+    copy of its users, ``<user>~<copy>`` (copy 0 keeps the pool's id)."""
+    copy = (sent // pool_size) % copies
+    return user if copy == 0 else f"{user}~{copy}"
+
+
 class Producer(threading.Thread):
     """Sends ``events`` round robin at ``rate`` per second to ``topic`` until
     stopped, re-stamped with the wall clock and a fresh insert id, each to the
-    partition CRC32(user) picks. ``counts.acked`` holds, per partition, the
-    records the broker acknowledged (on a fresh topic: its end offset + 1)."""
+    partition CRC32(user) picks; successive passes over the pool speak for
+    ``copies`` copies of its users (``user_of``). ``counts.acked`` holds, per
+    partition, the records the broker acknowledged (on a fresh topic: its end
+    offset + 1)."""
 
     def __init__(self, bootstrap: str, topic: str, events: list[dict[str, Any]], rate: float,
-                 partitions: int, already: dict[int, int]) -> None:
+                 partitions: int, already: dict[int, int], copies: int = 1) -> None:
         super().__init__(daemon=True, name="soak-producer")
         self.bootstrap, self.topic, self.events, self.rate = bootstrap, topic, events, rate
         self.partitions = partitions
+        self.copies = copies
         self.counts = _Counts(acked=dict(already))
         self.already = sum(already.values())
         self.sent = 0
@@ -151,8 +174,8 @@ class Producer(threading.Thread):
 
         producer = new_producer({"bootstrap_servers": self.bootstrap})
         await producer.start()
-        keys = [str(e["user_id"]).encode() for e in self.events]
-        parts = [zlib.crc32(k) % self.partitions for k in keys]
+        users = [str(e["user_id"]) for e in self.events]
+        pool = len(self.events)
         pending: set[asyncio.Future[Any]] = set()
         try:
             started = time.monotonic()
@@ -161,14 +184,17 @@ class Producer(threading.Thread):
                 now_ms = int(time.time() * 1000)
                 batches: dict[int, tuple[Any, int]] = {}
                 for _ in range(max(0, due)):
-                    i = self.sent % len(self.events)
-                    p = parts[i]
-                    value = orjson.dumps({**self.events[i], "time": now_ms, "insert_id": f"soak-{self.sent}"})
+                    i = self.sent % pool
+                    user = user_of(users[i], self.sent, pool, self.copies)
+                    key = user.encode()
+                    p = zlib.crc32(key) % self.partitions
+                    value = orjson.dumps({**self.events[i], "user_id": user, "time": now_ms,
+                                          "insert_id": f"soak-{self.sent}"})
                     batch, n = batches.get(p) or (producer.create_batch(), 0)
-                    if batch.append(key=keys[i], value=value, timestamp=None) is None:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
                         pending.add(await self._send(producer, batch, p, n))
                         batch, n = producer.create_batch(), 0
-                        batch.append(key=keys[i], value=value, timestamp=None)
+                        batch.append(key=key, value=value, timestamp=None)
                     batches[p] = (batch, n + 1)
                     self.sent += 1
                 for p, (batch, n) in batches.items():
@@ -280,8 +306,11 @@ def run_soak(config: SoakConfig, log: Callable[[str], None]) -> dict[str, Any]:
             max_rate, already = calibrate(services, proc, store, plan, events, config, log)
             log(f"the worker's maximum: {max_rate:,.0f} events/s")
         rate = config.rate or max_rate * config.rate_fraction  # type: ignore[operator]
-        producer = Producer(services.bootstrap, TOPIC, events, rate, config.partitions, already)
-        log(f"producing {rate:,.0f} events/s for {config.duration_s:g}s ({users} users), "
+        copies = copies_for(rate, config.user_seconds, users)
+        users *= copies
+        producer = Producer(services.bootstrap, TOPIC, events, rate, config.partitions, already, copies)
+        log(f"producing {rate:,.0f} events/s for {config.duration_s:g}s ({users:,} users, "
+            f"one event per {config.user_seconds:g} s each on average), "
             f"sampling every {config.interval_s:g}s; logs in {workdir}")
         rows = list(_sample(config, proc, producer, client, store, plan, rate, log))
         producer.stop()

@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
                    help="events for the maximum-rate measurement (default 50,000)")
     p.add_argument("--pool-events", type=int, default=100_000,
                    help="simulated events cycled through (~15 per user; default 100,000)")
+    p.add_argument("--user-seconds", type=float, default=60.0,
+                   help="seconds between two events of one simulated user on average; the population "
+                        "is rate x this (default 60)")
     p.add_argument("--partitions", type=int, default=2, help="partitions of the soak topic (default 2)")
     p.add_argument("--session-timeout-ms", type=int, default=3000, help="consumer group session timeout")
     p.add_argument("--kafka", help="an external broker's bootstrap servers (default: start Tansu)")
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         config = SoakConfig(
             duration_s=args.duration, rate=args.rate, interval_s=args.interval,
             calibrate_events=args.calibrate_events, pool_events=args.pool_events,
+            user_seconds=args.user_seconds,
             partitions=args.partitions, session_timeout_ms=args.session_timeout_ms,
             kafka=args.kafka, redis_url=args.redis, workdir=args.workdir,
         )

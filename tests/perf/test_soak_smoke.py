@@ -56,7 +56,7 @@ def test_rate_is_half_the_measured_maximum(result: dict[str, Any]) -> None:
 
 
 def test_bad_arguments_exit_2() -> None:
-    for args in (["--duration", "0"], ["--rate", "-5"], ["--interval", "60", "--duration", "10"]):
+    for args in (["--duration", "0"], ["--rate", "-5"], ["--interval", "60", "--duration", "10"], ["--user-seconds", "0"]):
         out = subprocess.run([sys.executable, "-m", "streamer.cli", "soak", *args], capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 2, (args, out.stderr)

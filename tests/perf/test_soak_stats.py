@@ -55,3 +55,14 @@ def test_table_keeps_the_last_row() -> None:
     assert lines[0].split() == ["t_s", "rss", "(MiB)"]
     assert lines[-1].split()[0] == f"{TIMES[-1]:.0f}"
     assert len(lines) == 1 + len(range(0, len(TIMES), 7)) + (1 if (len(TIMES) - 1) % 7 else 0)
+
+
+def test_population_grows_with_the_rate() -> None:
+    from streamer.bench.soak import copies_for, user_of
+
+    assert copies_for(100.0, 60.0, 6000) == 1  # the pool is enough
+    assert copies_for(12_000.0, 60.0, 6000) == 120
+    pool, copies = 4, 3
+    ids = [user_of("u", sent, pool, copies) for sent in range(0, 4 * pool, pool)]
+    assert ids == ["u", "u~1", "u~2", "u"]  # one copy per pass over the pool, then round again
+    assert {user_of("u", sent, pool, copies) for sent in range(pool)} == {"u"}
