@@ -26,6 +26,9 @@ from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
 
 MAX_CAS_RETRIES = 5
+PAIR_INLINE_ENDS = 16
+"""A pair entity keeps up to this many claimable end times in its own hash
+field; beyond, in the unit's sorted set (state.md §7)."""
 DAY_MS = 86_400_000  # the verdict script's insert-id lists are per UTC day
 
 
@@ -51,7 +54,8 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
     if unit.kind == "retention":
         return {"w": p["w"]}
     if unit.kind == "pair":
-        return {"w": p["w"], "r": plan.resolution_ms, "mode": p["mode"], "k": p["k"], "within": p["within_ms"]}
+        return {"w": p["w"], "r": plan.resolution_ms, "mode": p["mode"], "k": p["k"], "within": p["within_ms"],
+                "inline": PAIR_INLINE_ENDS}
     if unit.kind == "relational":
         return {"w": p["w"], "m": p["min_consumers"], "gm": p["group"][1] if p["group"] else None}
     return {}

@@ -1,7 +1,8 @@
-"""The pair unit's claimable ends (layout 3, docs/state.md §3): a late,
+"""The pair unit's claimable ends (layout 3, docs/state.md §7): a late,
 earlier start claims the ends it keeps; repeats of one end time count apart
-when k > 1; an entity with thousands of ends in one batch. Every value is
-checked against the brute-force reference."""
+when k > 1; an entity with thousands of ends in one batch; random logs with
+every entity's ends inline and with every entity's ends in the sorted set.
+Every value is checked against the brute-force reference."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import orjson
 import pytest
 import redis
 
+import streamer.engine
 from streamer.engine import BatchApplier
 from streamer.spec.model import Tree
 from streamer.state.evaluate import evaluate
 from streamer.state.store import Store
 from streamer.windows.units import compile_tree, reader_units
+from tests.eventlog import LogKnobs, generate
 from tests.reference import Reference, ingest
+from tests.test_replay_vs_reference import check, load
 from tests.trees import example
 
 pytestmark = pytest.mark.services
@@ -29,6 +33,24 @@ ids = iter(range(10**9))
 def _event(name: str, user: str, t: int) -> bytes:
     return orjson.dumps({"event_type": name, "user_id": user, "time": t, "insert_id": f"i{next(ids)}",
                          "event_properties": {"minutes": 5}})
+
+
+@pytest.fixture(params=[streamer.engine.PAIR_INLINE_ENDS, 0], ids=["inline", "spilled"])
+def inline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Claimable ends kept inline up to the default, or always in the sorted set."""
+    monkeypatch.setattr(streamer.engine, "PAIR_INLINE_ENDS", request.param)
+    return int(request.param)
+
+
+def claimable(client: redis.Redis, key_p: str, key_pz: str, entity: str) -> list[int]:
+    """An entity's claimable end times, wherever they are kept."""
+    record = client.hget(key_p, entity)
+    inline = record.decode().split(";")[2] if record else ""
+    if inline != "*":
+        return [int(x) for x in inline.split(",") if x]
+    prefix = f"{len(entity)}:{entity}".encode()
+    members = client.zrangebylex(key_pz, b"[" + prefix, b"(" + prefix + b"A")
+    return [int(m[len(prefix) : len(prefix) + 15]) for m in members]
 
 
 def _replay_and_check(client: redis.Redis, tree: Tree, batches: list[list[bytes]], metric_name: str,
@@ -50,7 +72,7 @@ def _replay_and_check(client: redis.Redis, tree: Tree, batches: list[list[bytes]
     return store
 
 
-def test_late_start_claims_repeated_ends(redis_client: redis.Redis) -> None:
+def test_late_start_claims_repeated_ends(redis_client: redis.Redis, inline: int) -> None:
     """Netflix: 3+ titles queued within 1 h of the membership start (k = 3).
     Ends arrive before their start; some share one millisecond."""
     tree = example("netflix")
@@ -86,13 +108,17 @@ def test_late_start_claims_repeated_ends(redis_client: redis.Redis) -> None:
     # and so does the end of "other", which has no start yet
     readers = compile_tree(tree).readers
     unit = next(reader_units(readers["new_members_queueing_three_titles"]))
-    left = redis_client.zrange(store.keys.unit(unit, "pz"), 0, -1)
-    assert [m[:7] for m in left] == [b"5:early", b"5:other"], left
+    keys = (store.keys.unit(unit, "p"), store.keys.unit(unit, "pz"))
+    assert claimable(redis_client, *keys, "early") == [start - 1_000]
+    assert claimable(redis_client, *keys, "other") == [start + DAY]
+    for user in ("triple", "double", "split"):
+        assert claimable(redis_client, *keys, user) == [], user
+    assert redis_client.exists(keys[1]) == (inline == 0)
     values = evaluate(store, compile_tree(tree), [start + DAY])[0]
     assert values["new_members_queueing_three_titles"] == pytest.approx(2 / 4)  # triple, split of 4
 
 
-def test_thousands_of_ends_in_one_batch(redis_client: redis.Redis) -> None:
+def test_thousands_of_ends_in_one_batch(redis_client: redis.Redis, inline: int) -> None:
     """More ends for one entity in one batch than one ZADD call takes, then
     its start: the first end after it still counts."""
     tree = example("education")
@@ -103,4 +129,18 @@ def test_thousands_of_ends_in_one_batch(redis_client: redis.Redis) -> None:
     store = _replay_and_check(redis_client, tree, batches, "time_to_first_lesson_p50_seconds", now, [start + DAY])
     unit = next(reader_units(compile_tree(tree).readers["time_to_first_lesson_p50_seconds"]))
     assert redis_client.zcard(store.keys.unit(unit, "pz")) == 4_001  # the ends <= the start
-    assert redis_client.hget(store.keys.unit(unit, "p"), "heavy") == f"{start};{start + 60_000}".encode()
+    assert redis_client.hget(store.keys.unit(unit, "p"), "heavy") == f"{start};{start + 60_000};*".encode()
+
+
+PAIR_TREES = ("education", "netflix", "b2b_collaboration", "publisher")
+
+
+@pytest.mark.parametrize("name", PAIR_TREES)
+def test_random_logs_equal_the_reference(redis_client: redis.Redis, inline: int, name: str) -> None:
+    """Random logs (late, duplicate, out-of-order, malformed events) with the
+    claimable ends inline (up to the default) and all in the sorted set."""
+    tree = load(name)
+    for seed in range(3):
+        log = generate(tree, 1000 + seed, LogKnobs(n_events=600))
+        for batch_size in (7, 5000):
+            check(redis_client, [tree], log, batch_size)

@@ -16,6 +16,7 @@ from streamer.state.evaluate import evaluate
 from streamer.state.store import Store
 from streamer.windows.units import compile_tree
 from tests.reference import Reference, ingest
+from tests.state.test_pair_claims import claimable
 from tests.trees import example
 
 pytestmark = pytest.mark.services
@@ -54,13 +55,11 @@ def test_ends_without_a_start_are_forgotten_past_the_horizon(redis_client: redis
 
     record = redis_client.hget(store.keys.unit(unit, "p"), "heavy")
     assert record is not None
-    start_text, after_text = record.decode().split(";")
+    start_text, after_text, _ = record.decode().split(";")
     assert int(start_text) == late_start
     after = [int(x) for x in after_text.split(",") if x]
     assert after and all(t > late_start for t in after), "the end the late start claims was forgotten"
-    prefix = b"5:heavy"
-    members = redis_client.zrangebylex(store.keys.unit(unit, "pz"), b"[" + prefix, b"(" + prefix + b"A")
-    ends = [int(m[len(prefix) : len(prefix) + 15]) for m in members]
+    ends = claimable(redis_client, store.keys.unit(unit, "p"), store.keys.unit(unit, "pz"), "heavy")
     assert ends and all(t <= late_start for t in ends), "claimable ends must be <= the start"
     lowest = int(redis_client.hget(store.keys.watermark(tree.tree), "0"))
     # the ends still kept: later than the floor of the batch that last touched

@@ -1,26 +1,33 @@
 -- First start event, then end events after it, per entity: percentiles of
 -- time-to-end and conversion within a delay.
---   "p" hash entity -> "s;a1,a2,..."  s = the entity's earliest start, a* =
---        the first k end times after s, sorted (later ones can never matter
---        again: a start can only move earlier). No field while no start is
---        known.
---   "pz" sorted set (every score 0, so ordered by member): the end times a
---        late, earlier start may still claim: the entity's ends <= s (all of
---        them while s is unknown) later than params.floor (lowest partition
---        watermark - lateness horizon, when given; no start earlier than it
---        can be accepted any more). Member: "<#entity>:<entity><t, 15 digits>",
---        plus ".<n>" for the n-th repeat of a time when k > 1. A new end or a
---        claim is O(log n) whatever the number of ends an entity keeps.
+--   "p" hash entity -> "s;a1,a2,...;c1,c2,..."
+--        s  = the entity's earliest start ('' while none is known);
+--        a* = the first k end times after s, sorted (later ones can never
+--             matter again: a start can only move earlier);
+--        c* = the end times a late, earlier start may still claim, sorted:
+--             the entity's ends <= s (all of them while s is unknown) later
+--             than params.floor (lowest partition watermark - lateness
+--             horizon, when given: no start earlier than it can be accepted
+--             any more). Kept inline while there are at most params.inline of
+--             them; beyond, "*" and they live in "pz".
+--   "pz" sorted set (every score 0, so ordered by member): the claimable ends
+--        of the entities with more than params.inline of them. Member:
+--        "<#entity>:<entity><t, 15 digits>", plus ".<n>" for the n-th repeat
+--        of a time when k > 1. One entity's ends are one contiguous range: a
+--        new end is O(log n), a claim or a trim one range command, whatever
+--        the number of ends an entity keeps.
 --   percentile: "z:<e>" sorted set per window end: entity -> (f - s) in ms
 --   conversion: "c" cohort and "v" converted difference arrays
 -- payload: {"e": [[entity, start or null, [end, ...]], ...]}
 -- params:  {"w": window buckets, "r": resolution ms, "mode": "percentile"|"conversion",
---           "k": min end events, "within": ms or null, "floor": ms or null}
+--           "k": min end events, "within": ms or null, "floor": ms or null,
+--           "inline": most claimable ends kept in "p"}
 local W, R, K = params.w, params.r, params.k
 local within = params.within
 if within == cjson.null then within = nil end
 local floor = params.floor
 if floor == cjson.null or (floor ~= nil and floor < 0) then floor = nil end
+local INLINE = params.inline or 16
 local conversion = params.mode == 'conversion'
 local H = P .. 'p'
 local Z = P .. 'pz'
@@ -28,8 +35,16 @@ local Z = P .. 'pz'
 local function bucket(t) return math.floor(t / R) end
 local function pad(t) return string.format('%015d', t) end
 
--- the entity's claimable ends in (t, +inf): lex bounds on its members
-local function above(prefix, t) return '[' .. prefix .. pad(t + 1), '(' .. prefix .. 'A' end
+local function numbers(text)
+  local out = {}
+  for x in string.gmatch(text, '[^,]+') do out[#out + 1] = tonumber(x) end
+  return out
+end
+local function joined(list)
+  local parts = {}
+  for i, t in ipairs(list) do parts[i] = string.format('%d', t) end
+  return table.concat(parts, ',')
+end
 
 local function contribution(s, after)
   if s == nil then return nil end
@@ -64,31 +79,59 @@ local function first_k(ends)
   return out
 end
 
+-- add end times to an entity's range of "pz"; repeats of one time are
+-- numbered when k > 1 so that they count apart
+local function zadd(prefix, ends)
+  local members, repeats = {}, {}
+  for _, t in ipairs(ends) do
+    local m = prefix .. pad(t)
+    if K > 1 then
+      local n = repeats[t]
+      if n == nil then n = redis.call('ZLEXCOUNT', Z, '[' .. m, '(' .. m .. '/') end
+      repeats[t] = n + 1
+      if n > 0 then m = m .. '.' .. n end
+    end
+    members[#members + 1] = 0
+    members[#members + 1] = m
+  end
+  for i = 1, #members, 2000 do  -- unpack() has a stack limit
+    redis.call('ZADD', Z, unpack(members, i, math.min(i + 1999, #members)))
+  end
+end
+
 for _, op in ipairs(payload.e) do
   local entity, start, new_ends = op[1], op[2], op[3]
   local prefix = #entity .. ':' .. entity
   local rec = redis.call('HGET', H, entity)
-  local s, after = nil, {}
+  local s, after, cands, spilled = nil, {}, {}, false
   if rec then
-    local sp, rest = string.match(rec, '^([^;]*);(.*)$')
+    local sp, ap, cp = string.match(rec, '^([^;]*);([^;]*);(.*)$')
     s = tonumber(sp)
-    for x in string.gmatch(rest, '[^,]+') do after[#after + 1] = tonumber(x) end
+    after = numbers(ap)
+    if cp == '*' then spilled = true else cands = numbers(cp) end
   end
   local before = contribution(s, after)
   local changed = false
   if start ~= cjson.null and (s == nil or start < s) then
-    -- an earlier start claims the kept ends after it (all were <= the old start)
-    local lo, hi = above(prefix, start)
-    local claimed = redis.call('ZRANGEBYLEX', Z, lo, hi, 'LIMIT', 0, K)
-    for _, m in ipairs(claimed) do
-      after[#after + 1] = tonumber(string.sub(m, #prefix + 1, #prefix + 15))
+    -- an earlier start claims the claimable ends after it (all were <= the old start)
+    if spilled then
+      local lo, hi = '[' .. prefix .. pad(start + 1), '(' .. prefix .. 'A'
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', Z, lo, hi, 'LIMIT', 0, K)) do
+        after[#after + 1] = tonumber(string.sub(m, #prefix + 1, #prefix + 15))
+      end
+      redis.call('ZREMRANGEBYLEX', Z, lo, hi)
+    else
+      local kept = {}
+      for _, t in ipairs(cands) do
+        if t > start then after[#after + 1] = t else kept[#kept + 1] = t end
+      end
+      cands = kept
     end
-    if #claimed > 0 then redis.call('ZREMRANGEBYLEX', Z, lo, hi) end
     after = first_k(after)
     s = start
     changed = true
   end
-  local members, repeats = {}, {}
+  local added = {}
   for _, t in ipairs(new_ends) do
     if s ~= nil and t > s then
       if #after < K or t < after[K] then
@@ -97,27 +140,30 @@ for _, op in ipairs(payload.e) do
         changed = true
       end
     elseif floor == nil or t > floor then
-      local m = prefix .. pad(t)
-      if K > 1 then
-        -- repeats of one time count separately: number them
-        local n = repeats[t]
-        if n == nil then
-          n = redis.call('ZLEXCOUNT', Z, '[' .. m, '(' .. m .. '/')
-        end
-        repeats[t] = n + 1
-        if n > 0 then m = m .. '.' .. n end
-      end
-      members[#members + 1] = 0
-      members[#members + 1] = m
+      added[#added + 1] = t
     end
   end
-  if #members > 0 then
-    for i = 1, #members, 2000 do  -- unpack() has a stack limit
-      redis.call('ZADD', Z, unpack(members, i, math.min(i + 1999, #members)))
+  if spilled then
+    if #added > 0 then
+      zadd(prefix, added)
+      if floor ~= nil then
+        redis.call('ZREMRANGEBYLEX', Z, '[' .. prefix, '(' .. prefix .. pad(floor) .. '/')
+      end
     end
-    if floor ~= nil then
-      redis.call('ZREMRANGEBYLEX', Z, '[' .. prefix, '(' .. prefix .. pad(floor) .. '/')
+  elseif #added > 0 or (floor ~= nil and #cands > 0 and cands[1] <= floor) then
+    for _, t in ipairs(added) do cands[#cands + 1] = t end
+    table.sort(cands)
+    local kept = {}
+    for _, t in ipairs(cands) do
+      if floor == nil or t > floor then kept[#kept + 1] = t end
     end
+    cands = kept
+    if #cands > INLINE then
+      zadd(prefix, cands)
+      cands = {}
+      spilled = true
+    end
+    changed = true
   end
   if changed then
     local now = contribution(s, after)
@@ -127,9 +173,15 @@ for _, op in ipairs(payload.e) do
       apply(before, -1, entity)
       apply(now, 1, entity)
     end
-    local parts = {}
-    for i, t in ipairs(after) do parts[i] = string.format('%d', t) end
-    redis.call('HSET', H, entity, string.format('%d', s) .. ';' .. table.concat(parts, ','))
+    local sp = ''
+    if s ~= nil then sp = string.format('%d', s) end
+    local cp = '*'
+    if not spilled then cp = joined(cands) end
+    if sp == '' and cp == '' then
+      redis.call('HDEL', H, entity)
+    else
+      redis.call('HSET', H, entity, sp .. ';' .. joined(after) .. ';' .. cp)
+    end
   end
 end
 return finish()
