@@ -6,10 +6,10 @@ units' applied offsets, one for every unit's apply (plus the watermarks).
 Each unit only receives events after its own applied offset, and its apply
 checks that offset atomically, so a re-delivered batch changes nothing.
 
-``BatchApplier.prepare`` (decode, verdict requests, optionally a speculative
-pre-aggregation; CPU only) and ``BatchApplier.commit`` (the round trips) are
-separate steps so that the worker can prepare batch k+1 while Redis applies
-batch k.
+``BatchApplier.prepare`` (decode, verdict requests, breakdown values to
+admit; CPU only) and ``BatchApplier.commit`` (the round trips, and the
+pre-aggregation, which needs the verdicts) are separate steps so that the
+worker can prepare batch k+1 while Redis applies batch k.
 """
 
 from __future__ import annotations
@@ -102,7 +102,6 @@ class _Target:
     offset: int
     end: int  # last offset this batch may apply to the target
     always: bool  # a whole unit records its offset even with nothing to add
-    speculated: dict[str, Any] | None = None  # its payload over all the batch's events it reads
 
     def fresh(self) -> list[Event]:
         events = self.events
@@ -147,8 +146,6 @@ class PreparedBatch:
     admissions: list[tuple[_Breakdown, list[str]]]  # breakdown values to ask the registries about
     backfill: Backfill | None
     result: BatchResult  # the rejections
-    speculated: list[list[dict[str, Any]]] | None = None
-    """Per tree, per unit: the completed payload over every decoded event the unit reads."""
 
 
 class BatchApplier:
@@ -191,18 +188,11 @@ class BatchApplier:
         records: Sequence[tuple[int, bytes]],
         now_ms: int,
         backfill: Backfill | None = None,
-        *,
-        speculate: bool = False,
     ) -> PreparedBatch:
         """The CPU-only part of a batch (``records`` non-empty, offsets
         increasing): decode for every tree, the verdict requests, the breakdown
         values to ask the registries about; no I/O, and nothing another
-        partition's ``commit`` running meanwhile could invalidate.
-
-        ``speculate`` (live batches only): also every unit's payload over all
-        the events it reads, as if every verdict accepts them (the usual case);
-        ``commit`` uses a unit's where that held and the unit's applied offset
-        is before the batch, and aggregates again where not."""
+        partition's ``commit`` running meanwhile could invalidate."""
         result = BatchResult()
         decoded: list[list[tuple[int, Event]]] = []
         raws = [raw for _, raw in records]
@@ -234,16 +224,7 @@ class BatchApplier:
             for bd in ts.breakdowns if backfill is None else ():
                 selected = _select(events, bd.aggregator.names, read)
                 admissions.append((bd, bd.labeler.candidates([ev for _, ev in selected])))
-        batch = PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
-        if speculate and backfill is None:
-            batch.speculated = []
-            for ts, events in zip(self.trees, decoded, strict=True):
-                read = {}
-                batch.speculated.append([
-                    _complete(agg.unit, agg.payload([ev for _, ev in _select(events, agg.names, read)]) or {})
-                    for agg in ts.aggregators
-                ])
-        return batch
+        return PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
 
     def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
         """The Redis part of a prepared batch of ``partition``: verdicts, applied
@@ -269,7 +250,6 @@ class BatchApplier:
             label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
 
         accepted: list[list[tuple[int, Event]]] = []
-        refused: list[set[int]] = []  # per tree: offsets of the events found late or duplicate
         watermarks: list[tuple[str, int]] = []
         floors: dict[str, int | None] = {}
         for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
@@ -278,16 +258,10 @@ class BatchApplier:
             # with a watermark (a backfill's scratch watermarks do not bound the
             # live ones: it forgets nothing)
             floors[name] = None if lowest_wm is None or backfill is not None else lowest_wm - ts.plan.horizon_ms
-            late, duplicate = text.count("l"), text.count("d")
-            if late or duplicate:
-                kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
-                refused.append({off for (off, _), v in zip(events, text, strict=True) if v != "a"})
-            else:
-                kept = events
-                refused.append(set())
+            kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
             result.counts["accepted:" + name] += len(kept)
-            result.counts["late:" + name] += late
-            result.counts["duplicate:" + name] += duplicate
+            result.counts["late:" + name] += text.count("l")
+            result.counts["duplicate:" + name] += text.count("d")
             accepted.append(kept)
             wm = max((ev.time_ms for _, ev in kept), default=None)
             if wm is not None and (stored_wm is None or wm > stored_wm):
@@ -295,19 +269,14 @@ class BatchApplier:
 
         last = batch.last
         targets = self._targets(accepted, offsets, label_offsets, last, backfill)
-        if batch.speculated is not None:
-            self._use_speculated(targets, batch, refused)
         extra = self._refresh_extra(partition, accepted, admissions, backfill)
         pending = [t for t in targets if t.due()]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
             for t in pending:
-                if t.speculated is not None and t.offset < batch.first:
-                    payload = t.speculated  # every event it reads is fresh and accepted
-                else:
-                    payload = _complete(t.unit, t.aggregator.payload(t.fresh()) or {})
+                payload = t.aggregator.payload(t.fresh()) or {}
                 params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
-                calls.append((t.unit, t.offset, t.end, payload, params))
+                calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
             born = [] if backfill is not None else [
                 (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
             ]
@@ -322,20 +291,6 @@ class BatchApplier:
             pending = [t for t in failed if t.due()]
         names = [t.unit.tag + t.unit.part for t in pending]
         raise EngineError(f"units kept changing under us in partition {partition}: {names}")
-
-    def _use_speculated(self, targets: list[_Target], batch: PreparedBatch, refused: list[set[int]]) -> None:
-        """Give each unit target its speculated payload unless the verdicts
-        refused one of the events the unit reads."""
-        assert batch.speculated is not None
-        valid: dict[int, dict[str, Any]] = {}
-        for ts, events, payloads, out in zip(self.trees, batch.decoded, batch.speculated, refused, strict=True):
-            read: _Reads = {}
-            for agg, payload in zip(ts.aggregators, payloads, strict=True):
-                if not out or not any(off in out for off, _ in _select(events, agg.names, read)):
-                    valid[id(agg)] = payload
-        for t in targets:
-            if t.always:  # a unit's own target (a label's shares its breakdown's aggregator)
-                t.speculated = valid.get(id(t.aggregator))
 
     def _targets(
         self,

@@ -10,8 +10,8 @@ letters may be written twice (at-least-once).
 
 The batch pipeline (docs/worker.md): every assigned partition has a lane of
 two stages, each running its work in a thread: *prepare* (decode, verdict
-requests, speculative pre-aggregation: CPU only) and *commit* (the Redis
-round trips, dead letters, the Kafka commit). A lane prepares batch k+1 while
+requests: CPU only) and *commit* (the Redis round trips with the
+pre-aggregation between them, dead letters, the Kafka commit). A lane prepares batch k+1 while
 it commits batch k, and lanes of different partitions run side by side, so
 the worker's Python work overlaps Redis's. Within a lane, commits run one
 after the other in offset order. At most ``max_inflight`` records are fetched
@@ -105,7 +105,6 @@ class EventConsumer:
         retry_max_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         max_inflight: int | None = None,
-        speculate: bool = True,
     ) -> None:
         self.consumer = consumer
         self.applier = applier
@@ -119,7 +118,6 @@ class EventConsumer:
         self.max_inflight = max_inflight if max_inflight is not None else 2 * max_records
         """Fetch again only while fewer records than this are fetched and not committed."""
         self.serial = self.max_inflight <= max_records
-        self.speculate = speculate and not self.serial
         self.healthy = True
         self._stopping = False
         self._positions: dict[Any, int] = {}
@@ -239,7 +237,7 @@ class EventConsumer:
         raw = [(r.offset, r.value if r.value is not None else b"") for r in batch.records]
         now_ms = int(self.clock() * 1000)
         applier = self.applier_for(batch.tp.topic)
-        return await asyncio.to_thread(applier.prepare, raw, now_ms, speculate=self.speculate)
+        return await asyncio.to_thread(applier.prepare, raw, now_ms)
 
     async def _commit(self, batch: _Batch) -> BatchResult:
         tp, records = batch.tp, batch.records

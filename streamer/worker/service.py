@@ -117,7 +117,6 @@ class EventService(mode.Service):
             timeout_ms=self.settings.batch_timeout_ms,
             retry_max_s=self.settings.redis_retry_max_s,
             max_inflight=self.settings.batch_inflight_records,
-            speculate=self.settings.batch_speculate,
         )
         if self.settings.gc_tuning:
             tune_gc()  # after start-up: what is alive now is frozen

@@ -93,9 +93,6 @@ class WorkerSettings(BaseSettings):
     """Records fetched and not committed yet, at most (default: 2 x
     batch_max_records). Up to batch_max_records: the worker is serial, each
     batch prepared once the previous one is committed (docs/worker.md)."""
-    batch_speculate: bool = True
-    """Pipelined: pre-aggregate each batch before its verdicts (redone for the
-    units that read a late or duplicate event)."""
     gc_tuning: bool = True
     """Freeze start-up objects and collect the youngest generation less often
     (streamer/worker/gctune.py)."""

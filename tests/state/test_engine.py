@@ -158,20 +158,6 @@ def test_another_partitions_watermark_does_not_forget_insert_ids(redis_client: r
     assert again.counts["accepted:education"] == 0
 
 
-def _clean_log(n: int, seed: int) -> list[bytes]:
-    """Events in time order with unique insert ids: every verdict accepts."""
-    rng = random.Random(seed)
-    names = ["lesson_completed", "lesson_abandoned", "signed_up", "subscription_purchased"]
-    return [
-        orjson.dumps({
-            "event_type": rng.choice(names), "user_id": f"u{rng.randrange(40)}",
-            "time": T0 + i * 60_000, "insert_id": f"c{seed}-{i}",
-            "event_properties": {"minutes": rng.randrange(1, 30)},
-        })
-        for i in range(n)
-    ]
-
-
 def test_apply_is_commit_of_prepare(redis_client: redis.Redis) -> None:
     """``prepare`` does no I/O; ``commit`` of it (twice: a retried commit) does
     what ``apply`` does, counts included."""
@@ -189,50 +175,12 @@ def test_apply_is_commit_of_prepare(redis_client: redis.Redis) -> None:
     assert _values(redis_client, split) == _values(redis_client, direct)
 
 
-def test_speculative_commit_equals_apply(redis_client: redis.Redis, monkeypatch: Any) -> None:
-    """``commit(prepare(speculate=True))``: a unit's payload computed before the
-    verdicts is used only where they accepted every event it reads and the
-    unit is not past the batch's start; the state equals ``apply``'s."""
-    clean, messy = _clean_log(400, seed=1), _log(400, seed=2)
-    batches = [list(enumerate(clean))[i : i + 100] for i in range(0, 400, 100)]
-    batches += [list(enumerate(messy, 400))[i : i + 100] for i in range(0, 400, 100)]
-    serial = BatchApplier(Store(redis_client, namespace="serial"), [example("education")])
-    for batch in batches:
-        serial.apply("0", batch, T0 + 30 * DAY)
 
-    spec = BatchApplier(Store(redis_client, namespace="spec"), [example("education")])
-    recomputed: list[int] = []
-    for agg in spec.trees[0].aggregators:  # the units' own (not the breakdown labels')
-        original = agg.payload
-        monkeypatch.setattr(agg, "payload", lambda evs, f=original: (recomputed.append(1), f(evs))[1])
-    messy_batches = 0
-    for i, batch in enumerate(batches):
-        prepared = spec.prepare(batch, T0 + 30 * DAY, speculate=True)
-        assert prepared.speculated is not None
-        if i == 2:  # a crash left one unit past the start of this batch
-            redis_client.hset(spec.store.keys.applied(spec.units[0]), "0", str(batch[10][0]))
-        recomputed.clear()
-        counts = spec.commit("0", prepared).counts
-        if i < 2:
-            assert recomputed == [] and counts["accepted:education"] == 100
-        elif i == 2:
-            assert len(recomputed) == 1  # only the unit that was ahead
-        elif counts["duplicate:education"] or counts["late:education"]:
-            assert 0 < len(recomputed) <= len(spec.units)  # the units reading a refused event
-            messy_batches += 1
-    assert messy_batches >= 2  # the fallback ran
-    got, want = _values(redis_client, spec), _values(redis_client, serial)
-    # the unit set past batch 2's start skipped its events 200..210 once: only it may differ
-    readers = spec.plans[0].readers
-    differing = {k for g, w in zip(got, want, strict=True) for k in g if g[k] != w[k]}
-    for name in differing:
-        assert spec.units[0].fingerprint in repr(readers[name])
-    assert any(v["weekly_learning_minutes"] for v in want)
-
-
-def test_a_backfill_is_never_speculated(redis_client: redis.Redis) -> None:
+def test_a_backfill_admits_no_breakdown_labels(redis_client: redis.Redis) -> None:
     from streamer.engine import Backfill
 
     applier = BatchApplier(Store(redis_client, namespace="bf"), [example("education")])
-    prepared = applier.prepare(list(enumerate(_clean_log(10, seed=4))), T0, Backfill({0: 9}), speculate=True)
-    assert prepared.speculated is None and prepared.admissions == []
+    assert applier.trees[0].breakdowns  # education has broken-down metrics
+    prepared = applier.prepare(list(enumerate(_log(10, seed=4))), T0, Backfill({0: 9}))
+    assert prepared.admissions == [] and prepared.backfill == Backfill({0: 9})
+    assert prepared.first == 0 and prepared.last == 9

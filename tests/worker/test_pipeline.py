@@ -208,9 +208,9 @@ class GatedApplier(BatchApplier):
         self.release.set()
         self.committing = threading.Event()
 
-    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int, backfill: Backfill | None = None,
-                *, speculate: bool = False) -> PreparedBatch:
-        batch = super().prepare(records, now_ms, backfill, speculate=speculate)
+    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int,
+                backfill: Backfill | None = None) -> PreparedBatch:
+        batch = super().prepare(records, now_ms, backfill)
         if batch.first > 0:
             self.second_prepared.set()
         return batch
@@ -276,10 +276,10 @@ class TimedApplier(BatchApplier):
         self.spans: list[tuple[str, float, float]] = []
         self.lock = threading.Lock()
 
-    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int, backfill: Backfill | None = None,
-                *, speculate: bool = False) -> PreparedBatch:
+    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int,
+                backfill: Backfill | None = None) -> PreparedBatch:
         started = time.perf_counter()
-        batch = super().prepare(records, now_ms, backfill, speculate=speculate)
+        batch = super().prepare(records, now_ms, backfill)
         with self.lock:
             self.spans.append(("prepare", started, time.perf_counter()))
         return batch
@@ -294,7 +294,7 @@ class TimedApplier(BatchApplier):
 
 def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     """``max_inflight <= max_records``: one batch at a time, over every
-    partition: no prepare runs while a commit does, no speculation."""
+    partition: no prepare runs while a commit does."""
     tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
     batches = {tp: _batches(_lines(400, seed=20 + tp.partition), 100) for tp in tps}
     fetches = [{tp: batches[tp][i] for tp in tps} for i in range(4)]
@@ -302,7 +302,7 @@ def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     applier = TimedApplier(LoggingStore(redis_client, "serial-mode", log), [example("education")])
     consumer = ScriptedConsumer(fetches, log)
     events = _consumer(consumer, applier, max_inflight=10_000)
-    assert events.serial and not events.speculate
+    assert events.serial
     asyncio.run(_run_until_committed(events, consumer, {tp: 400 for tp in tps}))
     spans = sorted(applier.spans, key=lambda span: span[1])
     assert [kind for kind, _, _ in spans] == ["prepare", "commit"] * 8
