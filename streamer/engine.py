@@ -5,6 +5,11 @@ Two Redis round trips per batch whatever its size: one for verdicts and the
 units' applied offsets, one for every unit's apply (plus the watermarks).
 Each unit only receives events after its own applied offset, and its apply
 checks that offset atomically, so a re-delivered batch changes nothing.
+
+``BatchApplier.prepare`` (decode, verdict requests, breakdown values to
+admit; CPU only) and ``BatchApplier.commit`` (the round trips, and the
+pre-aggregation, which needs the verdicts) are separate steps so that the
+worker can prepare batch k+1 while Redis applies batch k.
 """
 
 from __future__ import annotations
@@ -130,8 +135,27 @@ class _TreeState:
         self.breakdowns = [_Breakdown(Labeler(b), plan) for b in unique.values()]
 
 
+@dataclass
+class PreparedBatch:
+    """A batch after ``BatchApplier.prepare``: what ``commit`` needs besides Redis."""
+
+    first: int
+    last: int
+    decoded: list[list[tuple[int, Event]]]  # per tree: (offset, event)
+    requests: list[tuple[str, int, int, list[list[Any]]]]  # per tree: what the verdict script reads
+    admissions: list[tuple[_Breakdown, list[str]]]  # breakdown values to ask the registries about
+    backfill: Backfill | None
+    result: BatchResult  # the rejections
+
+
 class BatchApplier:
-    """Applies batches of raw events for a set of trees to a Store."""
+    """Applies batches of raw events for a set of trees to a Store.
+
+    ``apply`` is ``commit(prepare(...))``: ``prepare`` is pure CPU, ``commit``
+    does the Redis round trips, so that the worker prepares a batch while
+    Redis applies the previous one (docs/worker.md, "The batch pipeline").
+    ``prepare`` and ``commit`` may run in threads, one batch of a partition
+    at a time in ``commit``, several partitions side by side."""
 
     def __init__(self, store: Store, trees: Sequence[Tree], *, refresher: Refresher | None = None) -> None:
         self.store = store
@@ -150,13 +174,26 @@ class BatchApplier:
         now_ms: int,
         backfill: Backfill | None = None,
     ) -> BatchResult:
-        """Apply ``records`` ((offset, raw event), offsets increasing) of ``partition``.
+        """Apply ``records`` ((offset, raw event), offsets increasing) of ``partition``:
+        ``commit(partition, prepare(records, now_ms, backfill))``.
 
         A unit that never applied in ``partition`` records where its history
         there starts (``born``), so that a backfill knows what it misses."""
-        result = BatchResult()
         if not records:
-            return result
+            return BatchResult()
+        return self.commit(partition, self.prepare(records, now_ms, backfill))
+
+    def prepare(
+        self,
+        records: Sequence[tuple[int, bytes]],
+        now_ms: int,
+        backfill: Backfill | None = None,
+    ) -> PreparedBatch:
+        """The CPU-only part of a batch (``records`` non-empty, offsets
+        increasing): decode for every tree, the verdict requests, the breakdown
+        values to ask the registries about; no I/O, and nothing another
+        partition's ``commit`` running meanwhile could invalidate."""
+        result = BatchResult()
         decoded: list[list[tuple[int, Event]]] = []
         raws = [raw for _, raw in records]
         for ts in self.trees:
@@ -178,20 +215,35 @@ class BatchApplier:
             )
             for ts, events in zip(self.trees, decoded, strict=True)
         ]
-        # breakdowns: admit the batch's new values in the same round trip
+        # breakdowns: admit the batch's new values in the first round trip. A
+        # value learnt meanwhile (by the previous batch's commit) is asked
+        # again: the registry answers the same index
         admissions: list[tuple[_Breakdown, list[str]]] = []
         for ts, events in zip(self.trees, decoded, strict=True):
             read: _Reads = {}
             for bd in ts.breakdowns if backfill is None else ():
                 selected = _select(events, bd.aggregator.names, read)
                 admissions.append((bd, bd.labeler.candidates([ev for _, ev in selected])))
+        return PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
+
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+        """The Redis part of a prepared batch of ``partition``: verdicts, applied
+        offsets and label admissions in one round trip, then every unit's apply
+        (with the watermarks) in another (more only on CAS conflicts). Batches
+        of one partition must be committed in offset order, one at a time;
+        committing a batch again (after a Redis error, or re-delivered) is safe."""
+        # a copy: a commit retried after a Redis error must not count twice
+        result = BatchResult(Counter(batch.result.counts), list(batch.result.rejected))
+        decoded, admissions, backfill = batch.decoded, batch.admissions, batch.backfill
         scripts = [
             ("labels", self.store.keys.unit(bd.labeler.plan.unit, REGISTRY),
              [partition, bd.labeler.plan.max_values, orjson.dumps(values)])
             for bd, values in admissions
         ]
         field = backfill_field(partition) if backfill is not None else None
-        verdicts, offsets, labelled = self.store.first_round_trip(requests, partition, self.units, scripts, field)
+        verdicts, offsets, labelled = self.store.first_round_trip(
+            batch.requests, partition, self.units, scripts, field
+        )
         label_offsets: dict[str, list[int]] = {}
         for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
             bd.labeler.learn(values, [int(i) for i in indexes], int(size))
@@ -215,7 +267,7 @@ class BatchApplier:
             if wm is not None and (stored_wm is None or wm > stored_wm):
                 watermarks.append((name, wm))
 
-        last = records[-1][0]
+        last = batch.last
         targets = self._targets(accepted, offsets, label_offsets, last, backfill)
         extra = self._refresh_extra(partition, accepted, admissions, backfill)
         pending = [t for t in targets if t.due()]
@@ -226,7 +278,7 @@ class BatchApplier:
                 params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
                 calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
             born = [] if backfill is not None else [
-                (t.unit, records[0][0] - 1) for t in pending if t.always and t.offset == -1
+                (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
             ]
             expire = self.refresher.due(((c[0], c[3]) for c in calls), extra) if self.refresher else []
             ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)

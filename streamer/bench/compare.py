@@ -9,8 +9,9 @@ worker`` (imported from that PYTHONPATH, with those extra environment
 variables) over the same pre-filled topic (2 partitions) and Redis, timed
 like ``throughput.py`` from owning partitions to every unit's applied offset
 at the end. Besides the rate it prints the worker's and Redis's CPU time per
-record (``/proc/<pid>/stat``, ``INFO cpu``): on a shared machine the rate
-moves with the load, CPU per record much less. Variants alternate, repeats
+record (``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares
+the cores): on a shared machine the rate moves with the load, CPU per record
+much less. Variants alternate, repeats
 interleave.
 """
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = compile_tree(tree)
         client = redis.Redis.from_url(server.url)
         services = throughput.Services(tansu.bootstrap, server.url, work)
+        broker_pid = tansu.pid
         run = 0
         for _ in range(args.repeats):
             for label, path, env in args.variant:
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     proc.wait_ready()
                     started, cpu0, redis0 = time.monotonic(), cpu_seconds(proc.pid), redis_cpu(client)
+                    broker0 = cpu_seconds(broker_pid)
                     last = [cpu0]
 
                     def done(proc: Any = proc, store: Store = store, last: list[float] = last) -> bool:
@@ -112,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait_for(done, 3600, "every record applied")
                     seconds = time.monotonic() - started
                     redis_used = redis_cpu(client) - redis0
+                    broker_used = cpu_seconds(broker_pid) - broker0
                 finally:
                     proc.terminate()
                 print(
                     f"{label:>16}: {records / seconds:9,.0f} records/s {seconds:7.2f} s  "
                     f"worker {(last[0] - cpu0) / records * 1e6:5.1f} us/record  "
                     f"redis {redis_used / records * 1e6:5.1f} us/record  "
+                    f"broker {broker_used / records * 1e6:5.1f} us/record  "
                     f"load {load_before:.2f} -> {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )

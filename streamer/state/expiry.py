@@ -18,6 +18,7 @@ so it disappears one retention after the last refresh.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Refresher:
     retention: Retention = field(default_factory=Retention)
     clock: Callable[[], float] = time.monotonic
     _next: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # commits run in threads
 
     def __post_init__(self) -> None:
         self._ttl = {p.tree.tree: self.retention.ttl_ms(p) for p in self.plans}
@@ -95,7 +97,6 @@ class Refresher:
         ``extra`` ``(tree, key)``: other keys of those trees (breakdown label
         registries, which must never predecease their labels; the verdict
         script's per-partition lists)."""
-        now = self.clock()
         out: list[tuple[str, int]] = []
         candidates: list[tuple[str, int]] = []
         trees = set()
@@ -106,12 +107,14 @@ class Refresher:
         candidates += [(key, self._ttl[tree]) for tree, key in extra]
         for tree in trees:
             candidates += [(self.keys.tree(tree, s), self._ttl[tree]) for s in TREE_SUFFIXES]
-        for key, ttl in candidates:
-            if self._next.get(key, 0.0) <= now:
-                self._next[key] = now + self.retention.refresh_every_s(ttl)
-                out.append((key, ttl))
-        if len(self._next) > 100_000:  # hll bucket keys come and go
-            self._next = {k: t for k, t in self._next.items() if t > now}
+        with self._lock:
+            now = self.clock()
+            for key, ttl in candidates:
+                if self._next.get(key, 0.0) <= now:
+                    self._next[key] = now + self.retention.refresh_every_s(ttl)
+                    out.append((key, ttl))
+            if len(self._next) > 100_000:  # hll bucket keys come and go
+                self._next = {k: t for k, t in self._next.items() if t > now}
         return out
 
 

@@ -238,6 +238,11 @@ class TansuBroker(ServiceBase):
             f"tansu broker on {self.bootstrap} (Kafka metadata request)",
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (for CPU accounting)."""
+        return None if self._process is None else self._process.pid
+
     def _listening(self) -> bool:
         with socket.create_connection((HOST, self.broker_port), timeout=1.0):
             return True

@@ -122,7 +122,8 @@ class Labeler:
                 self.known[value] = index
             elif size < self.plan.max_values:
                 raise ValueError(f"registry of {self.plan.metric!r} refused {value!r} with room left")
-        self.full = size >= self.plan.max_values
+        # monotonic: two partitions' commits may learn at once, the older answer last
+        self.full = self.full or size >= self.plan.max_values
 
     def index(self, value: str) -> int:
         if value in self.known:

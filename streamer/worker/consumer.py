@@ -6,7 +6,21 @@ its lifecycle and leader-elected timers and reads events with this loop.
 Order per partition batch: apply to Redis (exactly-once by applied offsets),
 then send dead letters (acknowledged), then commit the Kafka offset. A crash
 anywhere re-delivers the batch: state changes nothing the second time; dead
-letters may be written twice (at-least-once)."""
+letters may be written twice (at-least-once).
+
+The batch pipeline (docs/worker.md): every assigned partition has a lane of
+two stages, each running its work in a thread: *prepare* (decode, verdict
+requests: CPU only) and *commit* (the Redis round trips with the
+pre-aggregation between them, dead letters, the Kafka commit). A lane prepares batch k+1 while
+it commits batch k, and lanes of different partitions run side by side, so
+the worker's Python work overlaps Redis's. Within a lane, commits run one
+after the other in offset order. At most ``max_inflight`` records are fetched
+and not committed yet; ``max_inflight <= max_records`` makes the worker
+serial (one lane for every partition, each batch prepared once the previous
+one is committed). A revocation or a stop drops the batches not committing
+yet (the partition's next owner re-reads them from the committed offset) and
+waits for the committing ones.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +28,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from streamer.engine import BatchApplier, BatchResult
+from streamer.engine import BatchApplier, BatchResult, PreparedBatch
 from streamer.worker.deadletter import DeadLetters
 from streamer.worker.metrics import WorkerMetrics
 
@@ -35,6 +50,42 @@ class BatchAbandoned(Exception):
 def partition_id(topic: str, partition: int) -> str:
     """The partition's name in Redis bookkeeping (applied offsets, watermarks)."""
     return f"{topic}:{partition}"
+
+
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    # maxmemory reached with noeviction: it refuses writes until memory is
+    # freed or raised: wait, like for an outage
+    redis.exceptions.OutOfMemoryError,
+)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One partition's records from one ``getmany``, on their way through a lane."""
+
+    tp: Any
+    records: Sequence[Any]
+    fetched: float
+    prepared: PreparedBatch | None = None
+    dropped: bool = False
+
+
+@dataclass(eq=False)
+class _Lane:
+    """``inbox`` -> prepare -> ``ready`` (one slot) -> commit. A serial lane
+    (every partition's) commits each batch itself before preparing the next."""
+
+    serial: bool
+    inbox: asyncio.Queue[_Batch] = field(default_factory=asyncio.Queue)
+    ready: asyncio.Queue[_Batch] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
+    pending: set[_Batch] = field(default_factory=set)
+    """Batches fetched and not committing yet: what a drain drops."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set unless a batch of this lane is committing."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class EventConsumer:
@@ -53,6 +104,7 @@ class EventConsumer:
         timeout_ms: int = 200,
         retry_max_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        max_inflight: int | None = None,
     ) -> None:
         self.consumer = consumer
         self.applier = applier
@@ -63,41 +115,140 @@ class EventConsumer:
         self.timeout_ms = timeout_ms
         self.retry_max_s = retry_max_s
         self.clock = clock
-        self.busy = asyncio.Lock()
+        self.max_inflight = max_inflight if max_inflight is not None else 2 * max_records
+        """Fetch again only while fewer records than this are fetched and not committed."""
+        self.serial = self.max_inflight <= max_records
         self.healthy = True
         self._stopping = False
         self._positions: dict[Any, int] = {}
+        self._lanes: dict[Any, _Lane] = {}
+        self._inflight = 0
+        self._room = asyncio.Event()
+        self._failure: BaseException | None = None
 
     def stop(self) -> None:
         self._stopping = True
+        self._room.set()
 
     async def run(self) -> None:
-        """Fetch and apply batches until ``stop()``."""
-        while not self._stopping:
-            batches = await self.consumer.getmany(timeout_ms=self.timeout_ms, max_records=self.max_records)
-            async with self.busy:
+        """Fetch batches and hand them to the partitions' lanes until ``stop()``;
+        then drop what is not committing yet and wait for the rest. A lane's
+        error (:class:`BatchAbandoned` included) is raised from here."""
+        try:
+            while not self._stopping and self._failure is None:
+                if self._inflight >= (1 if self.serial else self.max_inflight):
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                batches = await self.consumer.getmany(timeout_ms=self.timeout_ms, max_records=self.max_records)
+                fetched = time.perf_counter()
                 for tp, records in batches.items():
-                    if records:
-                        await self.apply(tp, records)
-            self._update_lag()
+                    if records and not self._stopping:  # stopping: the next owner reads them
+                        self.submit(tp, records, fetched)
+                self._update_lag()
+        finally:
+            await self.drain()
+            await self.close()
+        if self._failure is not None:
+            raise self._failure
+
+    def submit(self, tp: Any, records: Sequence[Any], fetched: float | None = None) -> None:
+        """Queue one partition's records (offsets increasing) on its lane."""
+        key = None if self.serial else tp
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(self.serial)
+            lane.idle.set()
+            lane.tasks = [asyncio.create_task(self._prepare_stage(lane), name=f"prepare {key}")]
+            if not lane.serial:
+                lane.tasks.append(asyncio.create_task(self._commit_stage(lane), name=f"commit {key}"))
+            for task in lane.tasks:
+                task.add_done_callback(self._on_stage_done)
+        batch = _Batch(tp, records, time.perf_counter() if fetched is None else fetched)
+        self._inflight += len(records)
+        lane.pending.add(batch)
+        lane.inbox.put_nowait(batch)
+
+    async def drain(self) -> None:
+        """Drop every batch not committing yet and wait for the committing ones:
+        before partitions move (a rebalance) and when stopping."""
+        for lane in self._lanes.values():
+            for batch in lane.pending:
+                batch.dropped = True
+            lane.pending.clear()
+        await asyncio.gather(*(lane.idle.wait() for lane in self._lanes.values()))
+
+    async def close(self) -> None:
+        """End every lane (after ``drain``): the next batch of a partition starts a new one."""
+        tasks = [t for lane in self._lanes.values() for t in lane.tasks]
+        self._lanes.clear()
+        self._inflight = 0
+        self._room.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def applier_for(self, topic: str) -> BatchApplier:
         appliers = self._appliers
         return appliers[topic] if isinstance(appliers, dict) else appliers
 
-    async def apply(self, tp: Any, records: Sequence[Any]) -> BatchResult:
-        started = time.perf_counter()
-        raw = [(r.offset, r.value if r.value is not None else b"") for r in records]
-        result = await self._apply_with_retry(
-            self.applier_for(tp.topic), partition_id(tp.topic, tp.partition), raw
-        )
+    # ------------------------------------------------------------------ stages
+    async def _prepare_stage(self, lane: _Lane) -> None:
+        while True:
+            batch = await lane.inbox.get()
+            if not batch.dropped:
+                batch.prepared = await self._prepare(batch)
+            if batch.dropped:  # maybe while it was being prepared
+                self._release(batch)
+            elif lane.serial:
+                await self._commit_in_lane(lane, batch)
+            else:
+                await lane.ready.put(batch)
+
+    async def _commit_stage(self, lane: _Lane) -> None:
+        while True:
+            batch = await lane.ready.get()
+            if batch.dropped:
+                self._release(batch)
+            else:
+                await self._commit_in_lane(lane, batch)
+
+    async def _commit_in_lane(self, lane: _Lane, batch: _Batch) -> None:
+        # no await between the caller's ``dropped`` check and these two lines:
+        # a drain either dropped this batch or waits for its commit
+        lane.pending.discard(batch)
+        lane.idle.clear()
+        try:
+            await self._commit(batch)
+        finally:
+            lane.idle.set()
+            self._release(batch)
+
+    def _on_stage_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self._room.set()
+
+    def _release(self, batch: _Batch) -> None:
+        self._inflight -= len(batch.records)
+        self._room.set()
+
+    async def _prepare(self, batch: _Batch) -> PreparedBatch:
+        raw = [(r.offset, r.value if r.value is not None else b"") for r in batch.records]
+        now_ms = int(self.clock() * 1000)
+        applier = self.applier_for(batch.tp.topic)
+        return await asyncio.to_thread(applier.prepare, raw, now_ms)
+
+    async def _commit(self, batch: _Batch) -> BatchResult:
+        tp, records = batch.tp, batch.records
+        result = await self._commit_with_retry(batch)
         if result.rejected:
             by_offset = {r.offset: r for r in records}
             items = [(off, by_offset[off].key, raw_value(by_offset[off]), rej) for off, rej in result.rejected]
             self.metrics.dead_letters.inc(await self.dead_letters.send(tp.topic, tp.partition, items))
         try:
             await self.consumer.commit({tp: records[-1].offset + 1})
-        except CommitFailedError:
+        except (CommitFailedError, IllegalStateError):
             # rebalanced under us: the partition's new owner re-reads from the
             # last commit and the applied offsets in Redis make that a no-op
             logger.info("commit for %s:%d refused after a rebalance", tp.topic, tp.partition)
@@ -106,33 +257,32 @@ class EventConsumer:
         self.metrics.batches.inc()
         self.metrics.batch_size.observe(len(records))
         self.metrics.record(dict(result.counts))
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.latency.observe(time.perf_counter() - batch.fetched)
         return result
 
-    async def _apply_with_retry(
-        self, applier: BatchApplier, partition: str, raw: list[tuple[int, bytes]]
-    ) -> BatchResult:
-        """Apply; while Redis is unreachable, back off (capped) and try again: no
+    async def _commit_with_retry(self, batch: _Batch) -> BatchResult:
+        """Commit; while Redis is unreachable, back off (capped) and try again: no
         offset is committed for a batch that was not written. Stopped meanwhile:
         :class:`BatchAbandoned`, so that a SIGTERM does not wait for Redis."""
+        applier = self.applier_for(batch.tp.topic)
+        partition = partition_id(batch.tp.topic, batch.tp.partition)
         delay = 0.1
         while True:
             try:
-                now_ms = int(self.clock() * 1000)
-                result = await asyncio.to_thread(applier.apply, partition, raw, now_ms)
+                if batch.prepared is None:  # again, after an outage: with the clock of now
+                    batch.prepared = await self._prepare(batch)
+                result = await asyncio.to_thread(applier.commit, partition, batch.prepared)
                 if not self.healthy:
                     logger.warning("Redis reachable again; resuming")
                 self.healthy = True
                 self.metrics.redis_up.set(1)
                 return result
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError) as exc:
-                # OutOfMemoryError: maxmemory reached with noeviction; it refuses
-                # writes until memory is freed or raised: wait, like for an outage
+            except _REDIS_DOWN as exc:
                 if self.healthy:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False
                 self.metrics.redis_up.set(0)
+                batch.prepared = None
                 if self._stopping:
                     raise BatchAbandoned(partition) from exc
                 await asyncio.sleep(delay)

@@ -40,7 +40,8 @@ def redis_client(url: str) -> Any:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Lets an in-flight batch apply and commit before partitions move."""
+    """Before partitions move: drops the batches not committing yet and lets
+    the committing ones apply and commit."""
 
     def __init__(self, events: EventConsumer) -> None:
         self.events = events
@@ -48,8 +49,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.events.busy:
-            pass
+        await self.events.drain()
+        await self.events.close()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined, self.assigned = True, len(assigned)
@@ -115,6 +116,7 @@ class EventService(mode.Service):
             max_records=self.settings.batch_max_records,
             timeout_ms=self.settings.batch_timeout_ms,
             retry_max_s=self.settings.redis_retry_max_s,
+            max_inflight=self.settings.batch_inflight_records,
         )
         if self.settings.gc_tuning:
             tune_gc()  # after start-up: what is alive now is frozen
@@ -144,8 +146,7 @@ class EventService(mode.Service):
     async def on_stop(self) -> None:
         if self.events is not None:
             self.events.stop()
-            async with self.events.busy:  # let an in-flight batch finish and commit
-                pass
+            await self.events.drain()  # let the committing batches finish and commit
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:

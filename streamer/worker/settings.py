@@ -89,6 +89,10 @@ class WorkerSettings(BaseSettings):
     web_bind: str = "127.0.0.1"
     batch_max_records: int = Field(default=10_000, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
+    batch_inflight_records: int | None = Field(default=None, ge=1)
+    """Records fetched and not committed yet, at most (default: 2 x
+    batch_max_records). Up to batch_max_records: the worker is serial, each
+    batch prepared once the previous one is committed (docs/worker.md)."""
     gc_tuning: bool = True
     """Freeze start-up objects and collect the youngest generation less often
     (streamer/worker/gctune.py)."""

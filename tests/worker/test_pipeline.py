@@ -1,0 +1,329 @@
+"""The worker's batch pipeline (streamer/worker/consumer.py) against a real
+Redis, with a scripted consumer in place of Kafka: per partition, batch k+1's
+verdicts are asked for only after batch k's apply returned and Kafka offsets
+are committed in order after the apply; batch k+1 is prepared while batch k
+commits; a drain (rebalance, stop) lets the committing batch finish and
+drops the others; the state equals the serial ``BatchApplier.apply``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from streamer.engine import Backfill, BatchApplier, BatchResult, EngineError, PreparedBatch
+from streamer.state.evaluate import evaluate
+from streamer.state.store import Store
+from streamer.worker.consumer import EventConsumer, partition_id
+from streamer.worker.deadletter import DeadLetters
+from streamer.worker.metrics import WorkerMetrics
+from tests.trees import example
+
+DAY = 86_400_000
+T0 = 20_000 * DAY
+NOW = T0 + 30 * DAY
+TOPIC = "events"
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _lines(n: int, seed: int) -> list[bytes]:
+    """Education events with duplicate insert ids, some late events and a few
+    invalid records (dead letters)."""
+    rng = random.Random(seed)
+    names = ["lesson_completed", "lesson_abandoned", "signed_up", "subscription_purchased"]
+    out = []
+    for i in range(n):
+        if rng.random() < 0.02:
+            out.append(b"not json")
+            continue
+        late = rng.random() < 0.03
+        out.append(orjson.dumps({
+            "event_type": rng.choice(names),
+            "user_id": f"u{rng.randrange(30)}",
+            "time": T0 + (0 if late else i * 60_000) + rng.randrange(DAY),
+            "insert_id": f"{seed}-{rng.randrange(n)}",  # duplicates, within a partition
+            "event_properties": {"minutes": rng.randrange(1, 30)},
+        }))
+    return out
+
+
+def _last_event(batch: Sequence[Record]) -> int:
+    """The offset of the batch's last decodable event (what the verdicts see)."""
+    return max(r.offset for r in batch if r.value != b"not json")
+
+
+def _batches(lines: Sequence[bytes], size: int) -> list[list[Record]]:
+    records = [Record(i, b"k", v) for i, v in enumerate(lines)]
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+class ScriptedConsumer:
+    """``getmany`` hands out the scripted fetches, then nothing; ``commit`` is logged."""
+
+    def __init__(self, fetches: list[dict[TP, list[Record]]], log: list[tuple[Any, ...]]) -> None:
+        self.fetches = list(fetches)
+        self.log = log
+        self.commits: dict[TP, list[int]] = {}
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TP, list[Record]]:
+        if self.fetches:
+            return self.fetches.pop(0)
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        for tp, offset in offsets.items():
+            self.log.append(("commit", partition_id(tp.topic, tp.partition), offset))
+            self.commits.setdefault(tp, []).append(offset)
+
+    def assignment(self) -> set[TP]:
+        return set()
+
+    def highwater(self, tp: TP) -> int | None:
+        return None
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        self.sent.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class LoggingStore(Store):
+    """Logs, in call order across threads, each verdict request (the batch's
+    last offset) and each apply round trip once it returned."""
+
+    def __init__(self, client: Any, namespace: str, log: list[tuple[Any, ...]]) -> None:
+        super().__init__(client, namespace=namespace)
+        self.log = log
+        self.lock = threading.Lock()
+
+    def first_round_trip(self, requests: Any, partition: str, units: Any, scripts: Any = (),
+                         field: str | None = None) -> Any:
+        last = max((ev[2] for _, _, _, events in requests for ev in events), default=None)
+        with self.lock:
+            self.log.append(("verdicts", partition, last))
+        return super().first_round_trip(requests, partition, units, scripts, field)
+
+    def apply(self, calls: Any, partition: str, watermarks: Any = (), **kwargs: Any) -> list[bool]:
+        ok = super().apply(calls, partition, watermarks, **kwargs)
+        with self.lock:
+            self.log.append(("applied", partition, max((c[2] for c in calls), default=None)))
+        return ok
+
+
+def _consumer(consumer: Any, applier: BatchApplier, **kwargs: Any) -> EventConsumer:
+    return EventConsumer(consumer, applier, DeadLetters(Producer(), "dead"), WorkerMetrics(),
+                         max_records=10_000, timeout_ms=10, **kwargs)
+
+
+async def _run_until_committed(events: EventConsumer, consumer: ScriptedConsumer,
+                               ends: dict[TP, int]) -> None:
+    runner = asyncio.create_task(events.run())
+    try:
+        for _ in range(3000):
+            if all(consumer.commits.get(tp, [None])[-1] == end for tp, end in ends.items()):
+                break
+            if runner.done():
+                runner.result()
+            await asyncio.sleep(0.01)
+    finally:
+        events.stop()
+        await runner
+    assert all(consumer.commits.get(tp, [None])[-1] == end for tp, end in ends.items()), consumer.commits
+
+
+def _values(store: Store, applier: BatchApplier) -> list[dict[str, Any]]:
+    return evaluate(store, applier.plans[0], [T0 + d * DAY for d in (7, 14, 21, 28)])
+
+
+def test_pipeline_orders_each_partition_and_equals_serial(redis_client: redis.Redis) -> None:
+    tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
+    batches = {tp: _batches(_lines(900, seed=tp.partition), 150) for tp in tps}
+    # fetches mix partitions like getmany does: several batches of a partition in a row
+    fetches = [{tps[0]: batches[tps[0]][i], tps[1]: batches[tps[1]][i]} for i in range(6)]
+    fetches.insert(2, {tps[0]: []})
+    log: list[tuple[Any, ...]] = []
+    store = LoggingStore(redis_client, "pipe", log)
+    applier = BatchApplier(store, [example("education")])
+    consumer = ScriptedConsumer(fetches, log)
+    ends = {tp: batches[tp][-1][-1].offset + 1 for tp in tps}
+    asyncio.run(_run_until_committed(_consumer(consumer, applier), consumer, ends))
+
+    for tp in tps:
+        part = partition_id(tp.topic, tp.partition)
+        steps = [(kind, off) for kind, p, off in log if p == part]
+        expected = []
+        for batch in batches[tp]:
+            last = batch[-1].offset
+            expected += [("verdicts", _last_event(batch)), ("applied", last), ("commit", last + 1)]
+        # verdicts of k+1 never before k's apply returned; commit after apply, in order
+        assert steps == expected
+
+    serial = BatchApplier(Store(redis_client, namespace="serial"), [example("education")])
+    for tp in tps:
+        for batch in batches[tp]:
+            serial.apply(partition_id(tp.topic, tp.partition),
+                         [(r.offset, r.value or b"") for r in batch], NOW)
+    want = _values(serial.store, serial)
+    assert _values(store, applier) == want
+    assert any(v["weekly_learning_minutes"] for v in want)
+
+
+class GatedApplier(BatchApplier):
+    """``commit`` of the first batch waits (up to 10 s) for the second batch to
+    be prepared: it only returns early when prepare overlaps commit."""
+
+    def __init__(self, store: Store, trees: Any) -> None:
+        super().__init__(store, trees)
+        self.second_prepared = threading.Event()
+        self.overlapped: bool | None = None
+        self.release = threading.Event()
+        self.release.set()
+        self.committing = threading.Event()
+
+    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int,
+                backfill: Backfill | None = None) -> PreparedBatch:
+        batch = super().prepare(records, now_ms, backfill)
+        if batch.first > 0:
+            self.second_prepared.set()
+        return batch
+
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+        if batch.first == 0:
+            self.committing.set()
+            self.overlapped = self.second_prepared.wait(10)
+            self.release.wait(10)
+        return super().commit(partition, batch)
+
+
+def test_next_batch_is_prepared_while_one_commits(redis_client: redis.Redis) -> None:
+    tp = TP(TOPIC, 0)
+    batches = _batches(_lines(300, seed=5), 100)
+    log: list[tuple[Any, ...]] = []
+    applier = GatedApplier(LoggingStore(redis_client, "gated", log), [example("education")])
+    consumer = ScriptedConsumer([{tp: b} for b in batches], log)
+    asyncio.run(_run_until_committed(_consumer(consumer, applier), consumer, {tp: 300}))
+    assert applier.overlapped is True
+    assert consumer.commits[tp] == [100, 200, 300]
+
+
+def test_drain_finishes_the_committing_batch_and_drops_the_rest(redis_client: redis.Redis) -> None:
+    tp = TP(TOPIC, 0)
+    batches = _batches(_lines(300, seed=9), 100)
+    log: list[tuple[Any, ...]] = []
+    store = LoggingStore(redis_client, "drain", log)
+    applier = GatedApplier(store, [example("education")])
+    applier.release.clear()
+    consumer = ScriptedConsumer([], log)
+
+    async def scenario() -> None:
+        events = _consumer(consumer, applier)
+        for batch in batches:
+            events.submit(tp, batch)
+        deadline = time.monotonic() + 15
+        while not applier.committing.is_set():  # batch 1 is committing, 2 and 3 queued
+            assert time.monotonic() < deadline, "the first batch never committed"
+            await asyncio.sleep(0.005)
+        drain = asyncio.create_task(events.drain())
+        await asyncio.sleep(0.05)
+        assert not drain.done()  # waits for the committing batch
+        applier.release.set()
+        await asyncio.wait_for(drain, 15)
+        await events.close()
+        assert events._inflight == 0
+
+    asyncio.run(scenario())
+    assert consumer.commits == {tp: [100]}
+    assert [entry for entry in log if entry[0] in ("verdicts", "applied")] == [
+        ("verdicts", "events:0", _last_event(batches[0])), ("applied", "events:0", 99)
+    ]
+    applied = store.applied_offsets(applier.units, "events:0")
+    assert applied == [99] * len(applier.units)
+
+
+class TimedApplier(BatchApplier):
+    """Records when each prepare and commit ran (perf_counter intervals)."""
+
+    def __init__(self, store: Store, trees: Any) -> None:
+        super().__init__(store, trees)
+        self.spans: list[tuple[str, float, float]] = []
+        self.lock = threading.Lock()
+
+    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int,
+                backfill: Backfill | None = None) -> PreparedBatch:
+        started = time.perf_counter()
+        batch = super().prepare(records, now_ms, backfill)
+        with self.lock:
+            self.spans.append(("prepare", started, time.perf_counter()))
+        return batch
+
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+        started = time.perf_counter()
+        result = super().commit(partition, batch)
+        with self.lock:
+            self.spans.append(("commit", started, time.perf_counter()))
+        return result
+
+
+def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
+    """``max_inflight <= max_records``: one batch at a time, over every
+    partition: no prepare runs while a commit does."""
+    tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
+    batches = {tp: _batches(_lines(400, seed=20 + tp.partition), 100) for tp in tps}
+    fetches = [{tp: batches[tp][i] for tp in tps} for i in range(4)]
+    log: list[tuple[Any, ...]] = []
+    applier = TimedApplier(LoggingStore(redis_client, "serial-mode", log), [example("education")])
+    consumer = ScriptedConsumer(fetches, log)
+    events = _consumer(consumer, applier, max_inflight=10_000)
+    assert events.serial
+    asyncio.run(_run_until_committed(events, consumer, {tp: 400 for tp in tps}))
+    spans = sorted(applier.spans, key=lambda span: span[1])
+    assert [kind for kind, _, _ in spans] == ["prepare", "commit"] * 8
+    assert all(a[2] <= b[1] for a, b in itertools.pairwise(spans))  # never two at once
+
+
+class FailingApplier(BatchApplier):
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+        raise EngineError("boom")
+
+
+def test_a_lane_error_is_raised_from_run(redis_client: redis.Redis) -> None:
+    tp = TP(TOPIC, 0)
+    log: list[tuple[Any, ...]] = []
+    applier = FailingApplier(Store(redis_client, namespace="failing"), [example("education")])
+    consumer = ScriptedConsumer([{tp: b} for b in _batches(_lines(200, seed=3), 100)], log)
+    events = _consumer(consumer, applier)
+
+    async def scenario() -> None:
+        with pytest.raises(EngineError, match="boom"):
+            await asyncio.wait_for(events.run(), 30)
+
+    asyncio.run(scenario())
+    assert consumer.commits == {}
