@@ -18,7 +18,7 @@ from streamer.state.expiry import Refresher
 from streamer.state.store import Store
 from streamer.worker.consumer import BatchAbandoned, EventConsumer
 from streamer.worker.deadletter import DeadLetters
-from streamer.worker.gctune import tune_gc
+from streamer.worker.gctune import tune_gc, tune_switch_interval
 from streamer.worker.health import Status, serve
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.settings import KafkaSettings, WorkerSettings
@@ -120,6 +120,7 @@ class EventService(mode.Service):
         )
         if self.settings.gc_tuning:
             tune_gc()  # after start-up: what is alive now is frozen
+        tune_switch_interval(self.settings.switch_interval_s)
         self._rebalance = _Rebalance(self.events)
         self.consumer.subscribe(source_topics(self.trees), listener=self._rebalance)
         logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)

@@ -96,6 +96,10 @@ class WorkerSettings(BaseSettings):
     gc_tuning: bool = True
     """Freeze start-up objects and collect the youngest generation less often
     (streamer/worker/gctune.py)."""
+    switch_interval_s: float = Field(default=0.001, gt=0, le=1)
+    """The interpreter's thread switch interval (``sys.setswitchinterval``;
+    Python's default is 0.005): how long a thread back from Redis may wait
+    for the GIL while another prepares a batch (streamer/worker/gctune.py)."""
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     redis_retry_max_s: float = Field(default=2.0, gt=0)
