@@ -64,7 +64,7 @@ class Aggregator:
         for event in events:
             if not match(event):
                 continue
-            key = (event.user or None) if ref == "user" else entity_key(field_value(event, ref))
+            key = self._key(event, ref)
             if key is None:
                 continue
             t = event.time_ms
