@@ -112,6 +112,9 @@ def test_produce_and_worker_over_tls_equal_the_reference(
             store = Store(redis_from_url(redis_server.url), namespace="tls")
             wait_applied([worker], store, [source], timeout=90)
             check_values(store, [source], clock)
+            # counted after the Kafka commit that follows the apply
+            worker.wait_for(lambda: worker.total("northstar_events_total") >= len(log.lines), 30,
+                            "every record counted")
             assert worker.total("northstar_events_total") == len(log.lines)
             with urllib.request.urlopen(worker.metrics_url, timeout=5) as response:
                 metrics = response.read().decode()
