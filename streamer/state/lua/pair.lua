@@ -27,7 +27,7 @@ local within = params.within
 if within == cjson.null then within = nil end
 local floor = params.floor
 if floor == cjson.null or (floor ~= nil and floor < 0) then floor = nil end
-local INLINE = params.inline or 16
+local INLINE = params.inline
 local conversion = params.mode == 'conversion'
 local H = P .. 'p'
 local Z = P .. 'pz'
