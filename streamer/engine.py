@@ -34,6 +34,10 @@ MAX_CAS_RETRIES = 5
 PAIR_INLINE_ENDS = 16
 """A pair entity keeps up to this many claimable end times in its own hash
 field; beyond, in the unit's sorted set (state.md §7)."""
+PAIR_APPEND = True
+"""The pair script appends the ends of an entity with no known start to its
+field without parsing it when it can (state.md §7); False only in the test
+that checks this path leaves the state the general one does."""
 DAY_MS = 86_400_000  # the verdict script's insert-id lists are per UTC day
 
 
@@ -60,7 +64,7 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
         return {"w": p["w"]}
     if unit.kind == "pair":
         return {"w": p["w"], "r": plan.resolution_ms, "mode": p["mode"], "k": p["k"], "within": p["within_ms"],
-                "inline": PAIR_INLINE_ENDS}
+                "inline": PAIR_INLINE_ENDS, "append": PAIR_APPEND}
     if unit.kind == "relational":
         return {"w": p["w"], "m": p["min_consumers"], "gm": p["group"][1] if p["group"] else None}
     return {}

@@ -7,6 +7,7 @@ Every value is checked against the brute-force reference."""
 from __future__ import annotations
 
 import math
+import random
 
 import orjson
 import pytest
@@ -144,3 +145,55 @@ def test_random_logs_equal_the_reference(redis_client: redis.Redis, inline: int,
         log = generate(tree, 1000 + seed, LogKnobs(n_events=600))
         for batch_size in (7, 5000):
             check(redis_client, [tree], log, batch_size)
+
+
+def _pair_state(client: redis.Redis, store: Store, tree: Tree) -> list[object]:
+    """Every pair unit's entity records and sorted set of claimable ends."""
+    state: list[object] = []
+    for unit in compile_tree(tree).units:
+        if unit.kind == "pair":
+            state.append(sorted(client.hgetall(store.keys.unit(unit, "p")).items()))
+            state.append(client.zrange(store.keys.unit(unit, "pz"), 0, -1))
+    return state
+
+
+
+def test_append_path_leaves_the_general_layout(redis_client: redis.Redis) -> None:
+    """The script's append path (an entity with no known start: its new ends
+    appended to the field's text unparsed) must leave byte for byte the state
+    the general path leaves: ends sorted, none at or below the floor, at most
+    ``inline`` inline. Values alone would not show a difference (a stale or
+    unsorted end changes no value), so random payloads (ends in and out of
+    order, a rising floor, ends at or below it, entities past the inline
+    limit, now and then a start) go through the script with the path on and
+    off, and the unit's keys are compared after every payload."""
+    plan = compile_tree(example("education"))
+    unit = next(u for u in plan.units if u.kind == "pair")
+    base = streamer.engine.unit_params(unit, plan)
+    rng = random.Random(7)
+    stores = [Store(redis_client, namespace=f"append-{on}") for on in (True, False)]
+    for store in stores:
+        store.delete_namespace()
+    floor = T0
+    layouts: set[bool] = set()  # spilled or not
+    for offset in range(300):
+        floor += rng.choice((0, 0, DAY // 2))
+        ops = []
+        heavy = f"h{offset // 50}"  # in-order ends, 50 payloads in a row: past the inline limit
+        ops.append([heavy, None, [floor + 2 * DAY + offset * 1000 + i for i in (2, 0, 1)]])
+        for entity in sorted(rng.sample(range(30), 5)):
+            # u0-u9 may get a start (rarely); the others never do
+            start = T0 + rng.randrange(40 * DAY) if entity < 10 and rng.random() < 0.05 else None
+            ends = [floor + rng.randrange(-DAY // 2, 2 * DAY) for _ in range(rng.choice((1, 1, 2, 3)))]
+            ops.append([f"u{entity}", start, ends])
+        for store, on in zip(stores, (True, False), strict=True):
+            params = {**base, "floor": floor, "append": on}
+            assert store.apply([(unit, offset - 1, offset, {"e": ops}, params)], "0") == [True]
+        on_state, off_state = (
+            [sorted(redis_client.hgetall(s.keys.unit(unit, "p")).items()),
+             redis_client.zrange(s.keys.unit(unit, "pz"), 0, -1)]
+            for s in stores
+        )
+        assert on_state == off_state, f"after payload {offset}"
+        layouts.update(v.rsplit(b";", 1)[1] == b"*" for _, v in on_state[0])
+    assert layouts == {True, False}, "the payloads did not reach both the inline and the spilled layout"

@@ -21,13 +21,15 @@
 -- payload: {"e": [[entity, start or null, [end, ...]], ...]}
 -- params:  {"w": window buckets, "r": resolution ms, "mode": "percentile"|"conversion",
 --           "k": min end events, "within": ms or null, "floor": ms or null,
---           "inline": most claimable ends kept in "p"}
+--           "inline": most claimable ends kept in "p", "append": false to
+--           leave out the append path below (a test compares the two)}
 local W, R, K = params.w, params.r, params.k
 local within = params.within
 if within == cjson.null then within = nil end
 local floor = params.floor
 if floor == cjson.null or (floor ~= nil and floor < 0) then floor = nil end
 local INLINE = params.inline
+local APPEND = params.append ~= false
 local conversion = params.mode == 'conversion'
 local H = P .. 'p'
 local Z = P .. 'pz'
@@ -99,10 +101,43 @@ local function zadd(prefix, ends)
   end
 end
 
-for _, op in ipairs(payload.e) do
-  local entity, start, new_ends = op[1], op[2], op[3]
+-- The usual op of an entity with no known start (and none in the op): its new
+-- ends, none earlier than its last inline claimable end and all later than
+-- the floor, are appended to the field's text without parsing it (times are
+-- 0..15 digits, so the last one lies in the text's last 16 characters).
+-- Returns false, having written nothing, for any other op: the general path
+-- below gives the same result for the ops this one takes.
+local function appended(entity, rec, new_ends)
+  local n = #new_ends
+  if n == 0 or n > INLINE then return false end
+  local cp = ''
+  if rec then
+    if string.sub(rec, 1, 2) ~= ';;' then return false end -- a start is known
+    cp = string.sub(rec, 3)
+    if cp == '*' then return false end
+  end
+  if n > 1 then table.sort(new_ends) end
+  local count = 0
+  if cp ~= '' then
+    local last = tonumber(string.match(string.sub(cp, -16), '(%d+)$'))
+    if last == nil or new_ends[1] < last then return false end
+    if floor ~= nil and tonumber(string.match(cp, '^(%d+)')) <= floor then return false end
+    local _, commas = string.gsub(cp, ',', ',')
+    count = commas + 1
+  end
+  if floor ~= nil and new_ends[1] <= floor then return false end
+  if count + n > INLINE then return false end
+  local parts = {}
+  for i, t in ipairs(new_ends) do parts[i] = string.format('%d', t) end
+  if cp ~= '' then cp = cp .. ',' end
+  redis.call('HSET', H, entity, ';;' .. cp .. table.concat(parts, ','))
+  return true
+end
+
+-- Any op: the entity's start, first k ends and claimable ends updated, its
+-- contribution moved when it changes.
+local function general(entity, rec, start, new_ends)
   local prefix = #entity .. ':' .. entity
-  local rec = redis.call('HGET', H, entity)
   local s, after, cands, spilled = nil, {}, {}, false
   if rec then
     local sp, ap, cp = string.match(rec, '^([^;]*);([^;]*);(.*)$')
@@ -182,6 +217,14 @@ for _, op in ipairs(payload.e) do
     else
       redis.call('HSET', H, entity, sp .. ';' .. joined(after) .. ';' .. cp)
     end
+  end
+end
+
+for _, op in ipairs(payload.e) do
+  local entity, start, new_ends = op[1], op[2], op[3]
+  local rec = redis.call('HGET', H, entity)
+  if start ~= cjson.null or not APPEND or not appended(entity, rec, new_ends) then
+    general(entity, rec, start, new_ends)
   end
 end
 return finish()
