@@ -80,19 +80,48 @@ class Backfill:
     limits: dict[int, int]
 
 
-_Reads = dict[frozenset[str], list[tuple[int, Event]]]
+class _Reads:
+    """A batch's events (one tree's, in log order) by the set of event names
+    a reader reads, so that each unit's aggregator only walks the events it
+    can read: one pass sorts the batch by name, a set of one name is then a
+    lookup, a larger set one more pass; each set's list is made once per
+    batch, and so is its list of bare events."""
 
+    def __init__(self, events: list[tuple[int, Event]]) -> None:
+        self.events = events
+        self._by_name: dict[str, list[tuple[int, Event]]] | None = None
+        self._selected: dict[frozenset[str], list[tuple[int, Event]]] = {}
+        self._bare: dict[int, list[Event]] = {}
 
-def _select(events: list[tuple[int, Event]], names: frozenset[str] | None, cache: _Reads) -> list[tuple[int, Event]]:
-    """The events named in ``names`` (all when None), in log order; one pass
-    per distinct set of names in a batch, so that each unit's aggregator only
-    walks the events it can read."""
-    if names is None:
-        return events
-    selected = cache.get(names)
-    if selected is None:
-        selected = cache[names] = [pair for pair in events if pair[1].name in names]
-    return selected
+    def select(self, names: frozenset[str] | None) -> list[tuple[int, Event]]:
+        """The events named in ``names`` (all when None), in log order."""
+        if names is None:
+            return self.events
+        selected = self._selected.get(names)
+        if selected is None:
+            by_name = self._by_name
+            if by_name is None:
+                by_name = self._by_name = {}
+                for pair in self.events:
+                    got = by_name.get(pair[1].name)
+                    if got is None:
+                        by_name[pair[1].name] = [pair]
+                    else:
+                        got.append(pair)
+            present = [name for name in names if name in by_name]
+            if len(present) <= 1:
+                selected = by_name[present[0]] if present else []
+            else:
+                selected = [pair for pair in self.events if pair[1].name in names]
+            self._selected[names] = selected
+        return selected
+
+    def bare(self, selected: list[tuple[int, Event]]) -> list[Event]:
+        """``selected`` (a list ``select`` returned) without the offsets."""
+        bare = self._bare.get(id(selected))
+        if bare is None:
+            bare = self._bare[id(selected)] = [ev for _, ev in selected]
+        return bare
 
 
 @dataclass
@@ -106,11 +135,13 @@ class _Target:
     offset: int
     end: int  # last offset this batch may apply to the target
     always: bool  # a whole unit records its offset even with nothing to add
+    bare: list[Event] | None = None  # ``events`` without offsets, when shared
 
     def fresh(self) -> list[Event]:
         events = self.events
         if events and self.offset < events[0][0] and events[-1][0] <= self.end:
-            return [ev for _, ev in events]  # the usual case: the whole batch
+            # the usual case: the whole batch
+            return self.bare if self.bare is not None else [ev for _, ev in events]
         return [ev for off, ev in events if self.offset < off <= self.end]
 
     def due(self) -> bool:
@@ -146,7 +177,7 @@ class PreparedBatch:
     first: int
     last: int
     decoded: list[list[tuple[int, Event]]]  # per tree: (offset, event)
-    requests: list[tuple[str, int, int, list[list[Any]]]]  # per tree: what the verdict script reads
+    requests: list[tuple[str, int, int, list[tuple[str, int, int]]]]  # per tree: what the verdict script reads
     admissions: list[tuple[_Breakdown, list[str]]]  # breakdown values to ask the registries about
     backfill: Backfill | None
     result: BatchResult  # the rejections
@@ -215,7 +246,7 @@ class BatchApplier:
                 ts.plan.tree.tree,
                 ts.plan.horizon_ms,
                 ts.plan.dedupe_ms,
-                [[ev.insert_id or "", ev.time_ms, off] for off, ev in events],
+                [(ev.insert_id or "", ev.time_ms, off) for off, ev in events],
             )
             for ts, events in zip(self.trees, decoded, strict=True)
         ]
@@ -224,10 +255,10 @@ class BatchApplier:
         # again: the registry answers the same index
         admissions: list[tuple[_Breakdown, list[str]]] = []
         for ts, events in zip(self.trees, decoded, strict=True):
-            read: _Reads = {}
+            reads = _Reads(events)
             for bd in ts.breakdowns if backfill is None else ():
-                selected = _select(events, bd.aggregator.names, read)
-                admissions.append((bd, bd.labeler.candidates([ev for _, ev in selected])))
+                selected = reads.select(bd.aggregator.names)
+                admissions.append((bd, bd.labeler.candidates(reads.bare(selected))))
         return PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
 
     def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
@@ -309,18 +340,19 @@ class BatchApplier:
         targets: list[_Target] = []
         index = 0
         for ts, kept in zip(self.trees, accepted, strict=True):
-            read: _Reads = {}
+            reads = _Reads(kept)
             for agg, params in zip(ts.aggregators, ts.params, strict=True):
-                selected = _select(kept, agg.names, read)
+                selected = reads.select(agg.names)
+                bare = reads.bare(selected)
                 if backfill is None:
-                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], last, True))
+                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], last, True, bare))
                 elif index in backfill.limits:
                     end = min(last, backfill.limits[index])
-                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], end, True))
+                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], end, True, bare))
                 index += 1
             for bd in ts.breakdowns if backfill is None else ():
                 stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
-                selected = _select(kept, bd.aggregator.names, read)
+                selected = reads.select(bd.aggregator.names)
                 for label, events in sorted(bd.labeler.split(selected).items()):
                     unit = bd.labeler.plan.label_unit(label)
                     targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.bench.evaluation import fill
+from streamer.bench.evaluation import empty, fill
 from streamer.spec.model import Tree
 from streamer.state.store import Store
 from streamer.windows.units import Plan, compile_tree, reader_units
@@ -66,7 +66,7 @@ def distinct_memory(client: Any, education: Tree, users: int, batch: int = 10_00
     out: dict[str, Any] = {"users": users, "metric": "weekly_active_learners"}
     for approximate in (False, True):
         tree = distinct_tree(education, approximate)
-        client.flushall()
+        empty(client)
         base = int(client.info("memory")["used_memory"])
         fill(client, tree, users, batch)
         used = int(client.info("memory")["used_memory"]) - base

@@ -363,7 +363,7 @@ def _evaluation_memory(ctx: _Context) -> None:
             "per_unit": breakdown,
             "distinct": memory.distinct_memory(ctx.scratch, tree, c.memory_users),
         }
-    ctx.scratch.flushall()
+    evaluation.empty(ctx.scratch)
 
 
 if __name__ == "__main__":  # pragma: no cover

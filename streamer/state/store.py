@@ -133,7 +133,7 @@ class Store:
     # ------------------------------------------------------------------ write path
     def verdicts_and_offsets(
         self,
-        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        requests: Sequence[tuple[str, int, int, Sequence[Sequence[Any]]]],
         partition: str,
         units: Sequence[Unit],
         field: str | None = None,
@@ -148,7 +148,7 @@ class Store:
 
     def first_round_trip(
         self,
-        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        requests: Sequence[tuple[str, int, int, Sequence[Sequence[Any]]]],
         partition: str,
         units: Sequence[Unit],
         scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),

@@ -184,3 +184,21 @@ def test_a_backfill_admits_no_breakdown_labels(redis_client: redis.Redis) -> Non
     prepared = applier.prepare(list(enumerate(_log(10, seed=4))), T0, Backfill({0: 9}))
     assert prepared.admissions == [] and prepared.backfill == Backfill({0: 9})
     assert prepared.first == 0 and prepared.last == 9
+
+
+def test_reads_select_by_names_in_log_order() -> None:
+    """A unit reads the events its filters name, in log order, whichever way
+    the set is found (one name: the by-name list; several: a pass); a set
+    asked again is the same list, and so is its list of bare events."""
+    from streamer.engine import _Reads
+    from streamer.events.types import Event
+
+    names = ["a", "b", "c", "a", "b", "a"]
+    events = [(10 + i, Event(name=n, user=f"u{i}", time_ms=i)) for i, n in enumerate(names)]
+    reads = _Reads(events)
+    assert reads.select(None) is events
+    for wanted in ({"a"}, {"b"}, {"a", "b"}, {"a", "c"}, {"a", "b", "c"}, {"a", "zzz"}, {"zzz"}, {"y", "zzz"}):
+        got = reads.select(frozenset(wanted))
+        assert got == [pair for pair in events if pair[1].name in wanted], wanted
+        assert reads.select(frozenset(wanted)) is got
+        assert reads.bare(got) == [ev for _, ev in got] and reads.bare(got) is reads.bare(got)
