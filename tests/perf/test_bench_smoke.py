@@ -71,7 +71,8 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
             continue
         assert _get(result, path) is not None, f"{'.'.join(path)} is null"
     assert {t["name"] for t in result["targets"]} >= {
-        "northstar_vs_ceiling", "northstar_vs_faust", "northstar_vs_quixstreams", "freshness_snapshot_p99_s",
+        "northstar_vs_ceiling", "northstar_vs_faust_same_events", "northstar_vs_quixstreams_same_events",
+        "freshness_snapshot_p99_s",
         "freshness_metrics_p99_s", "eval_ms_1m_users", "eval_ms_largest_vs_smallest", "restart_s",
     }
     assert all(t["status"] in ("met", "missed", "n/a") for t in result["targets"])
