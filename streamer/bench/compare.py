@@ -6,7 +6,7 @@
 
 Each ``--variant LABEL=PYTHONPATH[:NAME=VALUE...]`` runs a real ``northstar
 worker`` (imported from that PYTHONPATH, with those extra environment
-variables) over the same pre-filled topic (2 partitions) and Redis, timed
+variables) over the same pre-filled topic (``--partitions``, default 2) and Redis, timed
 like ``throughput.py`` from owning partitions to every unit's applied offset
 at the end. Besides the rate it prints the worker's and Redis's CPU time per
 record (``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares
@@ -65,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--variant", type=parse_variant, action="append", required=True)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=2, help="of the topic (a worker has a lane per partition)")
     args = parser.parse_args(argv)
-    if args.events < 1 or args.repeats < 1:
-        parser.error("--events and --repeats must be positive")
+    if args.events < 1 or args.repeats < 1 or args.partitions < 1:
+        parser.error("--events, --repeats and --partitions must be positive")
     from streamer.testing import RedisServer, TansuBroker
 
     work = Path(tempfile.mkdtemp(prefix="northstar-compare-"))
     with TansuBroker(work / "tansu") as tansu, RedisServer(work / "redis") as server:
-        load = education_workload(args.events, 2, seed=5)
+        load = education_workload(args.events, args.partitions, seed=5)
         topic = "bench-events"
         fill_topic(tansu.bootstrap, topic, load)
         ends = load.end_offsets()

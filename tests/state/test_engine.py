@@ -202,3 +202,25 @@ def test_reads_select_by_names_in_log_order() -> None:
         assert got == [pair for pair in events if pair[1].name in wanted], wanted
         assert reads.select(frozenset(wanted)) is got
         assert reads.bare(got) == [ev for _, ev in got] and reads.bare(got) is reads.bare(got)
+
+
+def test_a_bucket_with_more_distinct_keys_than_lua_can_unpack(redis_client: redis.Redis) -> None:
+    """An approximate distinct count receiving 20,000 distinct users in one
+    bucket in one batch: more values than Lua's unpack() takes at once (about
+    8,000), so the script adds them in chunks; the count is within the
+    HyperLogLog's error."""
+    from streamer.bench.memory import distinct_tree
+
+    tree = distinct_tree(example("education"), approximate=True)
+    t = T0 + 3 * DAY + 3_600_000
+    lines = [
+        orjson.dumps({"event_type": "lesson_completed", "user_id": f"u{i}", "time": t + i,
+                      "insert_id": f"i{i}", "event_properties": {"minutes": 1}})
+        for i in range(20_000)
+    ]
+    store = Store(redis_client, namespace="hll")
+    applier = BatchApplier(store, [tree])
+    result = applier.apply("0", list(enumerate(lines)), T0 + 4 * DAY)
+    assert result.counts["accepted:" + tree.tree] == 20_000
+    value = evaluate(store, applier.plans[0], [T0 + 4 * DAY])[0]["weekly_active_learners"]
+    assert abs(value - 20_000) <= 0.03 * 20_000, value
