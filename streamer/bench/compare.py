@@ -6,13 +6,14 @@
 
 Each ``--variant LABEL=PYTHONPATH[:NAME=VALUE...]`` runs a real ``northstar
 worker`` (imported from that PYTHONPATH, with those extra environment
-variables) over the same pre-filled topic (``--partitions``, default 2) and Redis, timed
-like ``throughput.py`` from owning partitions to every unit's applied offset
-at the end. Besides the rate it prints the worker's and Redis's CPU time per
-record (``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares
-the cores): on a shared machine the rate moves with the load, CPU per record
-much less. Variants alternate, repeats
-interleave.
+variables) over the same pre-filled topic (``--partitions``, default 2) and
+Redis, timed like ``throughput.py`` from owning partitions to every unit's
+applied offset at the end. ``--tree learning_users`` runs that example tree
+over its own simulated model instead of the education tree. Besides the
+rate it prints the worker's and Redis's CPU time per record
+(``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares the
+cores): on a shared machine the rate moves with the load, CPU per record
+much less. Variants alternate, repeats interleave.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import redis
 
 from streamer.bench import throughput
 from streamer.bench.run import EDUCATION
-from streamer.bench.workload import education_workload, fill_topic
+from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
 from streamer.testing.worker import all_applied, load_tree, tree_on_topic
 from streamer.windows.units import compile_tree
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", type=parse_variant, action="append", required=True)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=2, help="of the topic (a worker has a lane per partition)")
+    parser.add_argument("--tree", choices=sorted(MODEL_EVENTS_PER_USER), default="education",
+                        help="definitions/<tree>.yaml over its simulated model's events")
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeats < 1 or args.partitions < 1:
         parser.error("--events, --repeats and --partitions must be positive")
@@ -73,12 +76,13 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="northstar-compare-"))
     with TansuBroker(work / "tansu") as tansu, RedisServer(work / "redis") as server:
-        load = education_workload(args.events, args.partitions, seed=5)
+        load = simulated_workload(args.tree, args.events, args.partitions, seed=5)
         topic = "bench-events"
         fill_topic(tansu.bootstrap, topic, load)
         ends = load.end_offsets()
         records = sum(end + 1 for end in ends.values())
-        tree = load_tree(tree_on_topic(EDUCATION, topic, work / "defs"))
+        definitions = EDUCATION.with_name(f"{args.tree}.yaml")
+        tree = load_tree(tree_on_topic(definitions, topic, work / "defs"))
         plan = compile_tree(tree)
         client = redis.Redis.from_url(server.url)
         services = throughput.Services(tansu.bootstrap, server.url, work)

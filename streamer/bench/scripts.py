@@ -1,6 +1,7 @@
 """Redis CPU per event of each state script, and A/B of script variants.
 
     python -m streamer.bench.scripts [--events 200000] [--variant pair=my_pair.lua ...]
+                                     [--tree learning_users]
 
 Runs the education workload through ``BatchApplier`` once and records every
 script call it makes (verdicts, and each unit's apply with its payload).
@@ -30,7 +31,7 @@ from typing import Any
 
 import streamer.state.scripts as scripts
 from streamer.bench.redis_target import bench_redis
-from streamer.bench.workload import education_workload
+from streamer.bench.workload import MODEL_EVENTS_PER_USER, simulated_workload
 from streamer.engine import BatchApplier
 from streamer.state.store import Store
 
@@ -47,13 +48,14 @@ class Call:
     args: tuple[Any, ...]
 
 
-def record(client: Any, lines: Sequence[bytes], batch: int = BATCH) -> list[Call]:
-    """Apply ``lines`` through the engine and return its script calls, in order."""
+def record(client: Any, lines: Sequence[bytes], batch: int = BATCH, tree: str = "education") -> list[Call]:
+    """Apply ``lines`` through the engine (``definitions/<tree>.yaml``) and
+    return its script calls, in order."""
     from streamer.bench.evaluation import load_tree
 
     store = Store(client, namespace="record")
     store.delete_namespace()
-    applier = BatchApplier(store, [load_tree("education")])
+    applier = BatchApplier(store, [load_tree(tree)])
     calls: list[Call] = []
     first_round_trip, apply = store.first_round_trip, store.apply
 
@@ -152,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="replays of each set of scripts, interleaved")
     parser.add_argument("--variant", type=_variant, action="append", default=[], metavar="NAME=FILE.lua")
     parser.add_argument("--redis", help="Redis URL (default: start a local redis-server); it is emptied")
+    parser.add_argument("--tree", choices=sorted(MODEL_EVENTS_PER_USER), default="education",
+                        help="definitions/<tree>.yaml over its simulated model's events")
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeats < 1:
         parser.error("--events and --repeats must be at least 1")
-    load = education_workload(args.events, partitions=1)
+    load = simulated_workload(args.tree, args.events, partitions=1)
     lines = load.lines[: load.events]
     sets: list[tuple[str, dict[str, Path]]] = [("shipped", {})]
     sets += [(f"{name}={path}", {name: path}) for name, path in args.variant]
     with bench_redis(args.redis) as client:
-        calls = record(client, lines)
+        calls = record(client, lines, tree=args.tree)
         for repeat in range(args.repeats):
             for label, variants in sets:
                 with scripts_from(variants):

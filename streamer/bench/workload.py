@@ -1,4 +1,5 @@
-"""The benchmark's events: simulated education traffic on a Kafka topic.
+"""The benchmark's events: simulated education traffic on a Kafka topic
+(and, for ``streamer.bench.compare --tree learning_users``, the other model's).
 
 Every system in the benchmark reads the same records: ``N`` events of the
 education model (``streamer.sim``), keyed by user and partitioned by CRC32 of
@@ -24,6 +25,9 @@ DAY_MS = 86_400_000
 START_MS = 1_709_510_400_000  # 2024-03-04 00:00 UTC: far enough in the past for any clock
 SIM_DAYS = 28
 EVENTS_PER_USER = 15  # the education model yields ~19 per initial user over 28 days
+MODEL_EVENTS_PER_USER = {"education": EVENTS_PER_USER, "learning_users": 8}
+"""Events to expect per simulated user over ``SIM_DAYS`` (a little under
+what each model yields, so that the simulation reaches the events asked)."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,18 @@ def sentinel_key(partition: int, partitions: int) -> str:
 
 def education_workload(events: int, partitions: int = 1, seed: int = 5) -> Workload:
     """``events`` simulated education events plus one sentinel per partition."""
+    return simulated_workload("education", events, partitions, seed)
+
+
+def simulated_workload(model: str, events: int, partitions: int = 1, seed: int = 5) -> Workload:
+    """``events`` events of a simulated model (``MODEL_EVENTS_PER_USER``) plus
+    one sentinel per partition."""
     if events < 1 or partitions < 1:
         raise ValueError("a workload needs at least one event and one partition")
-    users = max(20, math.ceil(events / EVENTS_PER_USER))
-    sim = simulate("education", START_MS, SIM_DAYS, Drift(), seed=seed, users=users)
+    if model not in MODEL_EVENTS_PER_USER:
+        raise ValueError(f"no simulated model {model!r}: one of {', '.join(MODEL_EVENTS_PER_USER)}")
+    users = max(20, math.ceil(events / MODEL_EVENTS_PER_USER[model]))
+    sim = simulate(model, START_MS, SIM_DAYS, Drift(), seed=seed, users=users)
     lines = [orjson.dumps(e) for e in itertools.islice(sim, events)]
     last: int = orjson.loads(lines[-1])["time"]
     at_ms = (last // DAY_MS + 1) * DAY_MS

@@ -1,14 +1,11 @@
 """Decoder: the edge-case corpus, each shape, each rejection reason, time parsing.
 
-Throughput is an opt-in benchmark: ``NORTHSTAR_BENCH=1 pytest -s -k throughput``.
+Throughput is a benchmark, not a test: ``python -m streamer.bench.decode``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -405,79 +402,3 @@ def test_format_ms_round_trips() -> None:
     for ms in (0, 1, T, 951_782_400_000, timeparse.MAX_MS):
         assert timeparse.iso8601(timeparse.format_ms(ms)) == ms
     assert timeparse.format_ms(T) == "2024-05-30T20:13:20.123Z"
-
-
-# --------------------------------------------------------------------------- benchmark (opt-in)
-
-
-@pytest.mark.skipif(not os.environ.get("NORTHSTAR_BENCH"), reason="set NORTHSTAR_BENCH=1 to run")
-def test_throughput() -> None:
-    """Prints events/s for 200k Amplitude events; never asserts on timings."""
-    rng = random.Random(7)
-    raws = [
-        orjson.dumps(
-            {
-                "event_type": rng.choice(["lesson_completed", "lesson_started", "learning_viewed"]),
-                "user_id": f"user-{rng.randrange(100_000)}",
-                "device_id": f"dev-{rng.randrange(10**6):06d}",
-                "time": NOW - rng.randrange(86_400_000),
-                "insert_id": f"{rng.getrandbits(128):032x}",
-                "event_properties": {
-                    "minutes": round(rng.random() * 30, 2),
-                    "plan": rng.choice(["free", "pro"]),
-                    "lesson_id": f"l-{rng.randrange(500)}",
-                },
-                "user_properties": {"country": rng.choice(["DE", "FR", "US"])},
-                "groups": {"org": f"org-{rng.randrange(100)}"},
-            }
-        )
-        for _ in range(200_000)
-    ]
-    batches = [raws[i : i + 1000] for i in range(0, len(raws), 1000)]  # as from getmany()
-
-    # Every variant keeps one batch's results alive, as a worker does.
-    def loads_only() -> None:
-        loads = orjson.loads
-        for batch in batches:
-            [loads(raw) for raw in batch]
-
-    def plain_event() -> None:
-        loads = orjson.loads
-        for batch in batches:
-            [
-                Event(o["event_type"], o["user_id"], o["time"], o["insert_id"],
-                      o["event_properties"], o["groups"], o["user_properties"])
-                for o in map(loads, batch)
-            ]  # fmt: skip
-
-    def decode_each() -> None:
-        decode = AMPLITUDE.decode
-        for batch in batches:
-            [decode(raw, NOW) for raw in batch]
-
-    def decode_batch() -> None:
-        for batch in batches:
-            AMPLITUDE.decode_batch(batch, NOW)
-
-    variants = {
-        "orjson.loads only": loads_only,
-        "orjson.loads + Event(...), no checks": plain_event,
-        "Decoder.decode": decode_each,
-        "Decoder.decode_batch": decode_batch,
-    }
-    # Rounds interleave the variants so that load from other processes hits
-    # them alike; each keeps its best round (CPU time of this thread).
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(7):
-        for label, run in variants.items():
-            started = time.thread_time()
-            run()
-            best[label] = min(best[label], time.thread_time() - started)
-    floor = len(raws) / best["orjson.loads only"]
-    figures = {label: len(raws) / seconds for label, seconds in best.items()}
-    size = sum(map(len, raws)) / len(raws)
-    print(
-        f"\n200k Amplitude events, {size:.0f} bytes on average, batches of 1000, best of 7 (CPU time)"
-    )
-    for label, value in figures.items():
-        print(f"  {label:40s} {value / 1e3:6.0f}k events/s  ({value / floor:.2f}x orjson.loads)")
