@@ -83,7 +83,7 @@ class Backfill:
 class _Reads:
     """A batch's events (one tree's, in log order) by the set of event names
     a reader reads, so that each unit's aggregator only walks the events it
-    can read: one pass sorts the batch by name, a set of one name is then a
+    can read: one pass groups the batch by name, a set of one name is then a
     lookup, a larger set one more pass; each set's list is made once per
     batch, and so is its list of bare events."""
 
