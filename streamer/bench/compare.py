@@ -28,6 +28,7 @@ from typing import Any
 import redis
 
 from streamer.bench import throughput
+from streamer.bench.redis_target import redis_cpu
 from streamer.bench.run import EDUCATION
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
@@ -45,11 +46,6 @@ def cpu_seconds(pid: int | None) -> float:
     except (OSError, TypeError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def redis_cpu(client: Any) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import streamer.state.scripts as scripts
-from streamer.bench.redis_target import bench_redis
+from streamer.bench.redis_target import bench_redis, redis_cpu
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, simulated_workload
 from streamer.engine import BatchApplier
 from streamer.state.store import Store
@@ -95,11 +95,6 @@ def scripts_from(variants: dict[str, Path]) -> Iterator[None]:
         scripts.apply_source.cache_clear()
 
 
-def _cpu_s(client: Any) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def digest(client: Any) -> str:
     """A hash of every key and its contents (types compared as read)."""
     h = hashlib.sha256()
@@ -125,7 +120,7 @@ def replay(client: Any, calls: Sequence[Call], events: int) -> dict[str, Any]:
     store = Store(client, namespace="record")
     spent: dict[str, float] = defaultdict(float)
     for call in calls:
-        before = _cpu_s(client)
+        before = redis_cpu(client)
         if call.kind == "verdict":
             store.first_round_trip(call.args[0], call.partition, [], [], None)
         elif call.kind == "watermarks":
@@ -133,7 +128,7 @@ def replay(client: Any, calls: Sequence[Call], events: int) -> dict[str, Any]:
             continue
         elif store.apply([call.args[0]], call.partition) != [True]:
             raise RuntimeError(f"a replayed {call.kind} call was refused: the calls are out of order")
-        spent[call.kind] += _cpu_s(client) - before
+        spent[call.kind] += redis_cpu(client) - before
     per_event = {kind: round(s / events * 1e6, 2) for kind, s in sorted(spent.items())}
     return {"us_per_event": per_event, "total_us_per_event": round(sum(spent.values()) / events * 1e6, 2),
             "digest": digest(client)}
