@@ -182,6 +182,34 @@ def test_replay_equals_reference_segment(
     check(redis_client, [tree], log, batch_size)
 
 
+def relational_variant(variant: str) -> Tree:
+    """The learning-users tree (the shipped one with relational measures):
+    ``hourly`` at an hourly resolution, where a week is 168 buckets, so a
+    viewer's bucket set spans several 32-bit words and one view moves many
+    window ends; ``ungrouped`` without its grouped input, so its other
+    relational metrics keep a unit of their own instead of sharing the
+    grouped one (state.md §1.2)."""
+    doc = load("learning_users").model_dump(by_alias=True, exclude_none=True)
+    if variant == "hourly":
+        doc["resolution"] = 3600
+    else:
+        doc["inputs"] = [m for m in doc["inputs"] if m["measure"].get("result") != "groups"]
+    tree = Tree.model_validate({**doc, "tree": f"learning_users_{variant}"})
+    groups = [u.params["group"] for u in compile_tree(tree).units if u.kind == "relational"]
+    assert groups == ([["group.org", 5]] if variant == "hourly" else [None]), groups
+    return tree
+
+
+@pytest.mark.parametrize("variant", ["hourly", "ungrouped"])
+@settings(SETTINGS, max_examples=max(1, EXAMPLES // 2))
+@given(data=st.data())
+def test_replay_equals_reference_relational(variant: str, redis_client: redis.Redis, data: st.DataObject) -> None:
+    tree = relational_variant(variant)
+    log = data.draw(logs(tree), label="log")
+    batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
+    check(redis_client, [tree], log, batch_size)
+
+
 @settings(SETTINGS, max_examples=10)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_replay_of_several_trees_at_once(redis_client: redis.Redis, seed: int) -> None:

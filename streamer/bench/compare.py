@@ -8,7 +8,8 @@ Each ``--variant LABEL=PYTHONPATH[:NAME=VALUE...]`` runs a real ``northstar
 worker`` (imported from that PYTHONPATH, with those extra environment
 variables) over the same pre-filled topic (``--partitions``, default 2) and
 Redis, timed like ``throughput.py`` from owning partitions to every unit's
-applied offset at the end. ``--tree learning_users`` runs that example tree
+applied offset at the end (the units each variant's own code compiles: a
+state layout change gives them other fingerprints). ``--tree learning_users`` runs that example tree
 over its own simulated model instead of the education tree. Besides the
 rate it prints the worker's and Redis's CPU time per record
 (``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares the
@@ -19,7 +20,10 @@ much less. Variants alternate, repeats interleave.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +36,8 @@ from streamer.bench.redis_target import redis_cpu
 from streamer.bench.run import EDUCATION
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
-from streamer.testing.worker import all_applied, load_tree, tree_on_topic
-from streamer.windows.units import compile_tree
+from streamer.testing.worker import tree_on_topic
+from streamer.windows.units import Unit
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -46,6 +50,29 @@ def cpu_seconds(pid: int | None) -> float:
     except (OSError, TypeError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+_UNITS = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from streamer.testing.worker import load_tree\n"
+    "from streamer.windows.units import compile_tree\n"
+    "plan = compile_tree(load_tree(Path(sys.argv[1])))\n"
+    "print(json.dumps([[u.kind, u.tree, u.fingerprint, u.part] for u in plan.units]))\n"
+)
+
+
+def variant_units(path: str, definitions: Path) -> list[Unit]:
+    """The units that the code at ``path`` (a PYTHONPATH) compiles from the tree
+    file ``definitions``; the worker of that code applies exactly these."""
+    done = subprocess.run(
+        [sys.executable, "-c", _UNITS, str(definitions)],
+        env={**os.environ, "PYTHONPATH": os.path.abspath(path)}, capture_output=True, text=True, check=False,
+        cwd=definitions.parent,  # not the caller's directory, which may hold another ``streamer``
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot compile the tree with the code at {path!r}: {done.stderr.strip()[-500:]}")
+    return [Unit(kind, tree, {}, fingerprint, part=part) for kind, tree, fingerprint, part in json.loads(done.stdout)]
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
@@ -78,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         ends = load.end_offsets()
         records = sum(end + 1 for end in ends.values())
         definitions = EDUCATION.with_name(f"{args.tree}.yaml")
-        tree = load_tree(tree_on_topic(definitions, topic, work / "defs"))
-        plan = compile_tree(tree)
+        tree_file = tree_on_topic(definitions, topic, work / "defs")
+        units = {path: variant_units(path, tree_file) for _, path, _ in args.variant}
         client = redis.Redis.from_url(server.url)
         services = throughput.Services(tansu.bootstrap, server.url, work)
         broker_pid = tansu.pid
@@ -109,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                     broker0 = cpu_seconds(broker_pid)
                     last = [cpu0]
 
-                    def done(proc: Any = proc, store: Store = store, last: list[float] = last) -> bool:
+                    def done(
+                        proc: Any = proc, store: Store = store, last: list[float] = last, mine: Any = units[path]
+                    ) -> bool:
                         last[0] = cpu_seconds(proc.pid) or last[0]
-                        return all_applied(store, [plan], topic, ends)
+                        return all(min(store.applied_offsets(mine, f"{topic}:{p}")) >= end for p, end in ends.items())
 
                     proc.wait_for(done, 3600, "every record applied")
                     seconds = time.monotonic() - started

@@ -27,6 +27,7 @@ from streamer.spec.model import (
     EntitiesMeasure,
     EventFilter,
     Measure,
+    OwnerGroup,
     PercentileMeasure,
     PerEntityAverageMeasure,
     RatioMeasure,
@@ -46,6 +47,14 @@ PAIR_VERSION = 3
 others so that their state stays valid. 3: the end times a late start may
 claim are kept in one member-ordered sorted set instead of each entity's
 packed list (state.md §3)."""
+
+RELATIONAL_VERSION = 3
+"""The relational unit's own layout. 3: each viewer's buckets of an item are
+a bucket set and the item's viewers per window end a dense run of counts, and
+only the window ends a batch changed are re-qualified (state.md §1.2)."""
+
+UNIT_VERSION: dict[str, int] = {"pair": PAIR_VERSION, "relational": RELATIONAL_VERSION}
+"""Kinds with a layout version of their own; the others use ``STATE_VERSION``."""
 
 DAY_MS = 86_400_000
 
@@ -153,7 +162,7 @@ class _Compiler:
 
     def unit(self, kind: UnitKind, params: dict[str, Any], filters: dict[str, EventFilter]) -> Unit:
         identity = {
-            "v": PAIR_VERSION if kind == "pair" else STATE_VERSION,
+            "v": UNIT_VERSION.get(kind, STATE_VERSION),
             "kind": kind,
             "tree": self.tree.tree,
             "resolution": self.tree.resolution,
@@ -210,13 +219,14 @@ class _Compiler:
                 return Quotient(DiffCount(unit, "v"), DiffCount(unit, "c"))
             return PercentileOf(unit, measure.q)
         if isinstance(measure, RelationalMeasure):
+            owners = measure.group or self._relational_group(measure, window)
             params = {
                 "item": measure.item,
                 "created_by": _filter_params(measure.created_by),
                 "consumed_by": _filter_params(measure.consumed_by),
                 "min_consumers": measure.min_consumers,
                 "w": w,
-                "group": [measure.group.by, measure.group.min_owners] if measure.group else None,
+                "group": [owners.by, owners.min_owners] if owners else None,
             }
             filters = {"created_by": measure.created_by, "consumed_by": measure.consumed_by}
             unit = self.unit("relational", params, filters)
@@ -224,6 +234,24 @@ class _Compiler:
         if isinstance(measure, RatioMeasure):
             return Quotient(self._side(measure.numerator, window), self._side(measure.denominator, window))
         raise TypeError(f"unsupported measure {measure!r}")
+
+    def _relational_group(self, measure: RelationalMeasure, window: int) -> OwnerGroup | None:
+        """The group of a grouped relational metric of the tree over the same
+        items, events, consumers and window, if there is one: its unit keeps
+        the items, consumptions and owners too, so an ungrouped measure reads
+        them there instead of keeping a second copy (one script per batch
+        instead of two; the learning-users tree's North Star and two of its
+        inputs share the unit of its organizations input)."""
+        same = (measure.item, measure.created_by, measure.consumed_by, measure.min_consumers)
+        groups = [
+            other.group
+            for _, metric in self.tree.metrics()
+            if isinstance(other := metric.measure, RelationalMeasure)
+            and other.group is not None
+            and metric.window == window
+            and (other.item, other.created_by, other.consumed_by, other.min_consumers) == same
+        ]
+        return min(groups, key=lambda g: (g.by, g.min_owners), default=None)
 
     def _side(self, side: str | Measure, window: int) -> Reader:
         if not isinstance(side, str):

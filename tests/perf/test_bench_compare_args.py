@@ -29,3 +29,24 @@ def test_simulated_workloads() -> None:
         assert load.events == 500 and len(load.lines) == 502  # one sentinel per partition
     with pytest.raises(ValueError, match="no simulated model"):
         simulated_workload("nope", 10)
+
+
+def test_each_variant_is_awaited_on_the_units_of_its_own_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A state layout change gives units other fingerprints: the bench waits
+    for those the variant's code applies, compiled by that code."""
+    from pathlib import Path
+
+    from streamer.testing.worker import load_tree
+    from streamer.windows.units import compile_tree
+
+    root = Path(__file__).resolve().parents[2]
+    tree_file = root / "definitions" / "learning_users.yaml"
+    units = compare.variant_units(str(root), tree_file)
+    assert [(u.kind, u.fingerprint) for u in units] == [
+        (u.kind, u.fingerprint) for u in compile_tree(load_tree(tree_file)).units
+    ]
+    broken = tmp_path / "streamer"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this checkout is broken')\n")
+    with pytest.raises(RuntimeError, match="this checkout is broken"):
+        compare.variant_units(str(tmp_path), tree_file)
