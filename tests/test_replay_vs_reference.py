@@ -160,14 +160,18 @@ def breakdown_problems(
 # --------------------------------------------------------------------------- property tests
 
 
+def check_drawn(client: redis.Redis, tree: Tree, data: st.DataObject) -> None:
+    """``check`` on a log and a batch size drawn for ``tree``."""
+    log = data.draw(logs(tree), label="log")
+    batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
+    check(client, [tree], log, batch_size)
+
+
 @pytest.mark.parametrize("name", TREE_FILES)
 @SETTINGS
 @given(data=st.data())
 def test_replay_equals_reference(name: str, redis_client: redis.Redis, data: st.DataObject) -> None:
-    tree = load(name)
-    log = data.draw(logs(tree), label="log")
-    batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
-    check(redis_client, [tree], log, batch_size)
+    check_drawn(redis_client, load(name), data)
 
 
 @pytest.mark.parametrize("name", TREE_FILES)
@@ -176,10 +180,7 @@ def test_replay_equals_reference(name: str, redis_client: redis.Redis, data: st.
 def test_replay_equals_reference_segment(
     name: str, redis_client: redis.Redis, data: st.DataObject
 ) -> None:
-    tree = segment_variant(load(name))
-    log = data.draw(logs(tree), label="log")
-    batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
-    check(redis_client, [tree], log, batch_size)
+    check_drawn(redis_client, segment_variant(load(name)), data)
 
 
 def relational_variant(variant: str) -> Tree:
@@ -204,10 +205,7 @@ def relational_variant(variant: str) -> Tree:
 @settings(SETTINGS, max_examples=max(1, EXAMPLES // 2))
 @given(data=st.data())
 def test_replay_equals_reference_relational(variant: str, redis_client: redis.Redis, data: st.DataObject) -> None:
-    tree = relational_variant(variant)
-    log = data.draw(logs(tree), label="log")
-    batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
-    check(redis_client, [tree], log, batch_size)
+    check_drawn(redis_client, relational_variant(variant), data)
 
 
 @settings(SETTINGS, max_examples=10)
