@@ -125,12 +125,13 @@ for _, item in ipairs(order) do
     base, arr = parse_counts(redis.call('HGET', VC, item))
     n = #arr
   end
+  local vlo, vhi = ivs[1], ivs[2]  -- the window ends the views changed
+  for k = 3, nv, 2 do
+    if ivs[k] < vlo then vlo = ivs[k] end
+    if ivs[k + 1] > vhi then vhi = ivs[k + 1] end
+  end
   if nv > 0 then
-    local lo, hi = ivs[1], ivs[2]
-    for k = 3, nv, 2 do
-      if ivs[k] < lo then lo = ivs[k] end
-      if ivs[k + 1] > hi then hi = ivs[k + 1] end
-    end
+    local lo, hi = vlo, vhi
     if base == nil then
       base = lo
       for i = 1, hi - lo + 1 do arr[i] = 0 end
@@ -156,11 +157,7 @@ for _, item in ipairs(order) do
     if own_new ~= own_old then
       lo, hi = base, base + n - 1
     elseif nv > 0 then
-      lo, hi = ivs[1], ivs[2]
-      for k = 3, nv, 2 do
-        if ivs[k] < lo then lo = ivs[k] end
-        if ivs[k + 1] > hi then hi = ivs[k + 1] end
-      end
+      lo, hi = vlo, vhi
     end
   end
   if lo ~= nil then
