@@ -36,7 +36,7 @@ from streamer.bench.redis_target import redis_cpu
 from streamer.bench.run import EDUCATION
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
-from streamer.testing.worker import tree_on_topic
+from streamer.testing.worker import tree_on_topic, units_applied
 from streamer.windows.units import Unit
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         proc: Any = proc, store: Store = store, last: list[float] = last, mine: Any = units[path]
                     ) -> bool:
                         last[0] = cpu_seconds(proc.pid) or last[0]
-                        return all(min(store.applied_offsets(mine, f"{topic}:{p}")) >= end for p, end in ends.items())
+                        return units_applied(store, mine, topic, ends)
 
                     proc.wait_for(done, 3600, "every record applied")
                     seconds = time.monotonic() - started

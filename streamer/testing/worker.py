@@ -40,7 +40,7 @@ from streamer.testing.process import (
 if TYPE_CHECKING:
     from streamer.spec.model import Tree
     from streamer.state.store import Store
-    from streamer.windows.units import Plan
+    from streamer.windows.units import Plan, Unit
 
 HOST = "127.0.0.1"
 ASSIGNED = "northstar_assigned_partitions"
@@ -405,9 +405,12 @@ def applied_offsets(store: Store, plans: Sequence[Plan], partition: str) -> list
 
 def all_applied(store: Store, plans: Sequence[Plan], topic: str, ends: Mapping[int, int]) -> bool:
     """True when every unit of every plan applied every partition up to its end offset."""
-    return all(
-        min(applied_offsets(store, plans, f"{topic}:{p}")) >= end for p, end in ends.items()
-    )
+    return units_applied(store, [u for plan in plans for u in plan.units], topic, ends)
+
+
+def units_applied(store: Store, units: Sequence[Unit], topic: str, ends: Mapping[int, int]) -> bool:
+    """True when every one of ``units`` applied every partition up to its end offset."""
+    return all(min(store.applied_offsets(units, f"{topic}:{p}")) >= end for p, end in ends.items())
 
 
 # ---------------------------------------------------------------------- comparison
