@@ -20,7 +20,6 @@ Conventions shared by every shape:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -30,54 +29,6 @@ from streamer.events.types import Event, Rejected
 from streamer.spec.model import GenericMapping, Source
 
 Shape = Callable[[dict[str, Any], int], Event | Rejected]
-EventMaker = Callable[
-    [str, str, int, str | None, dict[str, Any], dict[str, Any], dict[str, Any]], Event
-]
-
-# --------------------------------------------------------------------------- Event construction
-
-
-def _event_constructor() -> EventMaker:
-    """``Event(name, user, time_ms, insert_id, props, groups, user_props)``, fast.
-
-    A frozen dataclass's ``__init__`` assigns each field through
-    ``object.__setattr__``, which costs ~1.4 us per Event here, as much as
-    parsing the JSON. Setting the slots through their descriptors builds the
-    identical object in less than half the time. If ``Event`` ever changes
-    shape (fields, slots), we fall back to the plain constructor."""
-    expected = ("name", "user", "time_ms", "insert_id", "props", "groups", "user_props")
-    names = tuple(f.name for f in dataclasses.fields(Event))
-    slots = getattr(Event, "__slots__", ())
-    if names != expected or tuple(slots) != expected:
-        return Event
-    set_name, set_user, set_time, set_insert_id, set_props, set_groups, set_user_props = (
-        Event.__dict__[name].__set__ for name in expected
-    )
-    new = object.__new__
-
-    def make(
-        name: str,
-        user: str,
-        time_ms: int,
-        insert_id: str | None,
-        props: dict[str, Any],
-        groups: dict[str, Any],
-        user_props: dict[str, Any],
-    ) -> Event:
-        event: Event = new(Event)
-        set_name(event, name)
-        set_user(event, user)
-        set_time(event, time_ms)
-        set_insert_id(event, insert_id)
-        set_props(event, props)
-        set_groups(event, groups)
-        set_user_props(event, user_props)
-        return event
-
-    return make
-
-
-make_event: Final[EventMaker] = _event_constructor()
 
 # --------------------------------------------------------------------------- field readers
 
@@ -200,7 +151,7 @@ def amplitude(obj: dict[str, Any], max_ms: int) -> Event | Rejected:
         groups = _object("groups", groups)
         if isinstance(groups, Rejected):
             return groups
-    return make_event(name, user, time_ms, insert_id, props, groups, user_props)
+    return Event(name, user, time_ms, insert_id, props, groups, user_props)
 
 
 def segment(obj: dict[str, Any], max_ms: int) -> Event | Rejected:
@@ -244,7 +195,7 @@ def segment(obj: dict[str, Any], max_ms: int) -> Event | Rejected:
         return user_props
     group_id = context.get("groupId")
     groups: dict[str, Any] = {} if group_id is None else {"groupId": group_id}
-    return make_event(name, user, time_ms, insert_id, props, groups, user_props)
+    return Event(name, user, time_ms, insert_id, props, groups, user_props)
 
 
 _TIME_READERS: Final[dict[str, Callable[[object], int | str]]] = {
@@ -330,7 +281,7 @@ class GenericShape:
                 return value
             objects.append(value)
         props, groups, user_props = objects
-        return make_event(name, user, time_ms, insert_id, props, groups, user_props)
+        return Event(name, user, time_ms, insert_id, props, groups, user_props)
 
 
 def shape_for(source: Source) -> Shape:

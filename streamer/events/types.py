@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Event:
+
+class Event(msgspec.Struct, frozen=True, gc=False):
     """One product event, whatever shape it arrived in.
 
     ``time_ms`` is the event time (milliseconds since the Unix epoch, UTC), taken
     from the event itself, never from Kafka. ``insert_id`` is the producer's
     idempotency key (Amplitude ``insert_id``, Segment ``messageId``) or None.
+
+    A frozen ``msgspec.Struct``: built in a fraction of a frozen dataclass's
+    time (one is made per event), compared and printed alike. Not tracked by
+    the garbage collector (``gc=False``): an Event holds parsed JSON, which
+    can never refer back to it, so it cannot be part of a cycle.
     """
 
     name: str
     user: str
     time_ms: int
     insert_id: str | None = None
-    props: Mapping[str, Any] = field(default_factory=dict)
-    groups: Mapping[str, Any] = field(default_factory=dict)
-    user_props: Mapping[str, Any] = field(default_factory=dict)
+    props: Mapping[str, Any] = {}
+    groups: Mapping[str, Any] = {}
+    user_props: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)

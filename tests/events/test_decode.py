@@ -5,7 +5,6 @@ Throughput is a benchmark, not a test: ``python -m streamer.bench.decode``.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from streamer.events import timeparse
 from streamer.events.decode import Decoder
-from streamer.events.shapes import make_event, shape_for
+from streamer.events.shapes import shape_for
 from streamer.events.types import REASONS, Event, Rejected
 from streamer.spec.model import GenericMapping, Source
 
@@ -330,14 +329,16 @@ def test_rejection_details(raw: bytes, detail: str) -> None:
 # --------------------------------------------------------------------------- Event construction
 
 
-def test_fast_event_is_an_ordinary_frozen_event() -> None:
+def test_an_event_is_frozen_and_compares_by_value() -> None:
     props: dict[str, Any] = {"a": 1}
-    fast = make_event("n", "u", 5, None, props, {}, {})
-    assert type(fast) is Event
-    assert fast == Event("n", "u", 5, None, props, {}, {})
-    assert repr(fast) == repr(Event("n", "u", 5, None, props, {}, {}))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.name = "m"  # type: ignore[misc]
+    event = Event("n", "u", 5, None, props, {}, {})
+    assert event == Event("n", "u", 5, None, {"a": 1}, {}, {})
+    assert event != Event("n", "u", 6, None, props, {}, {})
+    assert repr(event) == "Event(name='n', user='u', time_ms=5, insert_id=None, props={'a': 1}, groups={}, user_props={})"
+    with pytest.raises(AttributeError):
+        event.name = "m"  # type: ignore[misc]
+    # defaults are fresh objects, never shared between events
+    assert Event("n", "u", 5).props is not Event("n", "u", 5).props
 
 
 # --------------------------------------------------------------------------- time parsing
