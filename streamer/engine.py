@@ -26,7 +26,7 @@ from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
 from streamer.state.expiry import Refresher
 from streamer.state.store import Store, backfill_field
-from streamer.windows.aggregate import Aggregator
+from streamer.windows.aggregate import Aggregator, Memo
 from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
 
@@ -308,8 +308,9 @@ class BatchApplier:
         pending = [t for t in targets if t.due()]
         for _ in range(MAX_CAS_RETRIES):
             calls = []
+            memo: Memo = {}  # units over the same events share their counts
             for t in pending:
-                payload = t.aggregator.payload(t.fresh()) or {}
+                payload = t.aggregator.payload(t.fresh(), memo) or {}
                 params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
                 calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
             born = [] if backfill is not None else [

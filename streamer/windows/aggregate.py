@@ -8,6 +8,7 @@ per event.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,9 @@ from streamer.windows.units import Unit
 
 DAY_MS = 86_400_000
 Payload = dict[str, Any]
+Memo = dict[tuple[Any, ...], tuple[Sequence[Event], Any]]
+"""What the units of one batch share: their per-entity counts of the same
+events under the same filter and key (see ``Aggregator.payload``)."""
 
 
 def reads_names(unit: Unit) -> frozenset[str] | None:
@@ -37,11 +41,25 @@ class Aggregator:
         self.r = resolution_ms
         self.matchers = {name: compile_filter(flt) for name, flt in unit.filters.items()}
         self.names = reads_names(unit)
-        self._build: Callable[[Sequence[Event]], Payload] = getattr(self, "_" + unit.kind)
+        self._build: Callable[[Sequence[Event], Memo | None], Payload] = getattr(self, "_" + unit.kind)
+        flt = unit.filters.get("f")
+        # units whose entity counts are the same function of the same events
+        self._counts_key = None if flt is None else (
+            json.dumps(flt.model_dump(include={"event", "where"}, mode="json"), sort_keys=True),
+            unit.params.get("entity"),
+            resolution_ms,
+        )
 
-    def payload(self, events: Sequence[Event]) -> Payload | None:
-        """The unit's payload for ``events``, or None when nothing changes."""
-        return self._build(events)
+    def payload(self, events: Sequence[Event], memo: Memo | None = None) -> Payload | None:
+        """The unit's payload for ``events``, or None when nothing changes.
+
+        ``memo``, a dict the caller keeps for one batch and passes to every
+        unit of it, lets units share work: the per-entity counts of the same
+        event list (the same object) under the same filter and key are
+        computed once (a distinct count and a retention over the same
+        events), and per-day counts are derived from them when days are
+        whole buckets. The payloads are the same with or without it."""
+        return self._build(events, memo)
 
     # -- helpers
     def _key(self, event: Event, ref: str) -> str | None:
@@ -55,16 +73,42 @@ class Aggregator:
             return f"{key}\x1f{event.time_ms // DAY_MS}"
         return key
 
-    def _entity_counts(self, events: Sequence[Event]) -> dict[str, dict[int, int]]:
+    def _entity_counts(self, events: Sequence[Event], memo: Memo | None) -> dict[str, dict[int, int]]:
+        """{entity: {bucket: events}} of the matching events."""
+        per_day = bool(self.unit.params.get("per_day"))
+        if memo is None or self._counts_key is None:
+            return self._count(events, per_day)
+        key = ("counts", id(events), per_day, *self._counts_key)
+        got = memo.get(key)
+        if got is None:
+            if per_day and DAY_MS % self.r == 0:
+                counts = _by_day(self._entity_counts_of(events, memo), self.r)
+            else:
+                counts = self._count(events, per_day)
+            got = memo[key] = (events, counts)  # the events kept alive: their id is in the key
+        counts_: dict[str, dict[int, int]] = got[1]
+        return counts_
+
+    def _entity_counts_of(self, events: Sequence[Event], memo: Memo) -> dict[str, dict[int, int]]:
+        """The counts per entity (not per entity and day) through ``memo``."""
+        assert self._counts_key is not None
+        key = ("counts", id(events), False, *self._counts_key)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = (events, self._count(events, False))
+        counts: dict[str, dict[int, int]] = got[1]
+        return counts
+
+    def _count(self, events: Sequence[Event], per_day: bool) -> dict[str, dict[int, int]]:
         match = self.matchers["f"]
         r = self.r
         ref = self.unit.params["entity"]
-        per_day = bool(self.unit.params.get("per_day"))
         counts: dict[str, dict[int, int]] = {}
         for event in events:
             if not match(event):
                 continue
-            key = self._key(event, ref)
+            # the decoders only make non-empty strings of users
+            key = event.user if ref == "user" else entity_key(field_value(event, ref))
             if key is None:
                 continue
             t = event.time_ms
@@ -93,7 +137,7 @@ class Aggregator:
         return [[owner, t, group] for owner, (t, group) in latest.items()]
 
     # -- one builder per unit kind
-    def _sum(self, events: Sequence[Event]) -> Payload | None:
+    def _sum(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         match = self.matchers["f"]
         prop = self.unit.params["value"]
         entity = self.unit.params.get("entity")
@@ -115,7 +159,7 @@ class Aggregator:
             return {"int": True, "b": [[b, int(v)] for b, v in totals.items()]}
         return {"int": False, "b": [[b, v] for b, v in totals.items() if v != 0]}
 
-    def _hll(self, events: Sequence[Event]) -> Payload | None:
+    def _hll(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         match = self.matchers["f"]
         members: dict[int, set[str]] = defaultdict(set)
         for event in events:
@@ -125,28 +169,37 @@ class Aggregator:
                     members[event.time_ms // self.r].add(key)
         return {"b": [[b, sorted(keys)] for b, keys in members.items()]} if members else None
 
-    def _entity_ops(self, events: Sequence[Event]) -> list[list[Any]]:
+    def _entity_ops(self, events: Sequence[Event], memo: Memo | None) -> list[list[Any]]:
+        """[[entity, [bucket, count, ...]], ...]: shared through ``memo`` like the counts."""
+        key = None if memo is None or self._counts_key is None else (
+            "ops", id(events), bool(self.unit.params.get("per_day")), *self._counts_key
+        )
+        if key is not None and memo is not None and key in memo:
+            ops_: list[list[Any]] = memo[key][1]
+            return ops_
         ops = []
-        for key, buckets in self._entity_counts(events).items():
+        for entity, buckets in self._entity_counts(events, memo).items():
             flat: list[int] = []
             for b, c in buckets.items():
                 flat += (b, c)
-            ops.append([key, flat])
+            ops.append([entity, flat])
+        if key is not None and memo is not None:
+            memo[key] = (events, ops)
         return ops
 
-    def _entity(self, events: Sequence[Event]) -> Payload | None:
-        ops = self._entity_ops(events)
+    def _entity(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
+        ops = self._entity_ops(events, memo)
         group = self.unit.params["group"]
         groups = self._latest_groups(events, self.unit.params["entity"], group[0]) if group else []
         if not (ops or groups):
             return None
         return {"e": ops, "g": groups}
 
-    def _retention(self, events: Sequence[Event]) -> Payload | None:
-        ops = self._entity_ops(events)
+    def _retention(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
+        ops = self._entity_ops(events, memo)
         return {"e": ops} if ops else None
 
-    def _pair(self, events: Sequence[Event]) -> Payload | None:
+    def _pair(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         start, end = self.matchers["start"], self.matchers["end"]
         ref = self.unit.params["entity"]
         firsts: dict[str, int] = {}
@@ -165,7 +218,7 @@ class Aggregator:
         keys = sorted(set(firsts) | set(ends))
         return {"e": [[k, firsts.get(k), ends.get(k, [])] for k in keys]} if keys else None
 
-    def _relational(self, events: Sequence[Event]) -> Payload | None:
+    def _relational(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         created, consumed = self.matchers["created_by"], self.matchers["consumed_by"]
         item_ref = self.unit.params["item"]
         shares: dict[str, tuple[int, str]] = {}
@@ -193,3 +246,18 @@ class Aggregator:
             "g": groups,
         }
 
+
+
+def _by_day(counts: dict[str, dict[int, int]], r: int) -> dict[str, dict[int, int]]:
+    """Per-entity bucket counts as per entity-and-day counts (``"key\x1fday"``),
+    for buckets that lie within one UTC day (``DAY_MS % r == 0``)."""
+    out: dict[str, dict[int, int]] = {}
+    for entity, buckets in counts.items():
+        for b, c in buckets.items():
+            key = f"{entity}\x1f{b * r // DAY_MS}"
+            got = out.get(key)
+            if got is None:
+                out[key] = {b: c}
+            else:
+                got[b] = c
+    return out

@@ -1,0 +1,73 @@
+"""Pre-aggregation: units sharing work through a batch's memo build the
+payloads they build alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamer.events.decode import Decoder
+from streamer.events.types import Event
+from streamer.windows import aggregate
+from streamer.windows.aggregate import Aggregator, Memo
+from streamer.windows.units import compile_tree
+from tests.eventlog import generate
+from tests.trees import example
+
+TREES = ["education", "learning_users", "b2b_collaboration", "publisher"]
+
+
+def canonical(payload: dict[str, Any] | None) -> Any:
+    """A payload with its entity ops in key order: ops of different keys
+    commute in every script (one key per op), and per-day counts derived from
+    per-user ones list them user by user instead of as first seen."""
+    if payload is None or "e" not in payload:
+        return payload
+    return {**payload, "e": sorted(payload["e"], key=lambda op: str(op[0]))}
+
+
+def events_of(tree: Any, seed: int) -> list[Event]:
+    log = generate(tree, seed)
+    decoder = Decoder(tree.source)
+    now = log.knobs.now_ms
+    return [e for e in decoder.decode_batch(log.lines, now) if isinstance(e, Event)]
+
+
+@pytest.mark.parametrize("resolution", [86_400, 3_600, 2 * 86_400])
+@pytest.mark.parametrize("name", TREES)
+def test_payloads_with_a_shared_memo_are_the_payloads_alone(name: str, resolution: int) -> None:
+    tree = example(name).model_copy(update={"resolution": resolution})
+    plan = compile_tree(tree)
+    aggregators = [Aggregator(u, plan.resolution_ms) for u in plan.units]
+    for seed in range(3):
+        events = events_of(tree, seed)
+        alone = [canonical(a.payload(events)) for a in aggregators]
+        for order in (aggregators, aggregators[::-1]):
+            memo: Memo = {}
+            shared = {id(a): a.payload(events, memo) for a in order}
+            assert [canonical(shared[id(a)]) for a in aggregators] == alone
+
+
+def test_units_over_the_same_events_count_them_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = example("education")  # a distinct count, a per-day count and a retention of lesson_completed
+    plan = compile_tree(tree)
+    users = [a for a in (Aggregator(u, plan.resolution_ms) for u in plan.units) if a.unit.kind in ("entity", "retention")]
+    assert len(users) == 3
+    calls: list[bool] = []
+    count = Aggregator._count
+
+    def counting(self: Aggregator, events: Any, per_day: bool) -> Any:
+        calls.append(per_day)
+        return count(self, events, per_day)
+
+    monkeypatch.setattr(aggregate.Aggregator, "_count", counting)
+    events = events_of(tree, 1)
+    memo: Memo = {}
+    payloads = [a.payload(events, memo) for a in users]
+    assert calls == [False]  # the per-day counts derived from the per-user ones
+    assert all(p and p["e"] for p in payloads)
+    # another list of the same events is not the same key
+    copy = list(events)
+    assert [a.payload(copy, memo) for a in users] == payloads
+    assert calls == [False, False]
