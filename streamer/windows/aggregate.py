@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streamer.events.fields import entity_key, field_value
+from streamer.events.fields import entity_key, field_reader
 from streamer.events.types import Event
 from streamer.windows.filters import compile_filter, is_number
 from streamer.windows.units import Unit
@@ -41,6 +41,7 @@ class Aggregator:
         self.r = resolution_ms
         self.matchers = {name: compile_filter(flt) for name, flt in unit.filters.items()}
         self.names = reads_names(unit)
+        self._readers: dict[str, Callable[[Event], Any]] = {}
         self._build: Callable[[Sequence[Event], Memo | None], Payload] = getattr(self, "_" + unit.kind)
         flt = unit.filters.get("f")
         # units whose entity counts are the same function of the same events
@@ -65,7 +66,10 @@ class Aggregator:
     def _key(self, event: Event, ref: str) -> str | None:
         if ref == "user":
             return event.user or None  # a string: the decoders never make another
-        return entity_key(field_value(event, ref))
+        read = self._readers.get(ref)
+        if read is None:
+            read = self._readers[ref] = field_reader(ref)
+        return entity_key(read(event))
 
     def _entity_of(self, event: Event) -> str | None:
         key = self._key(event, self.unit.params["entity"])
@@ -108,7 +112,7 @@ class Aggregator:
             if not match(event):
                 continue
             # the decoders only make non-empty strings of users
-            key = event.user if ref == "user" else entity_key(field_value(event, ref))
+            key = event.user if ref == "user" else self._key(event, ref)
             if key is None:
                 continue
             t = event.time_ms

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from streamer.events.fields import entity_key, field_value
+from streamer.events.fields import Reader, entity_key, field_reader, field_value
 from streamer.events.types import Event
 from streamer.windows.filters import Predicate, compile_filter
 from streamer.windows.units import DiffCount, HllCount, Plan, Unit, WindowSum
@@ -104,11 +104,17 @@ class Labeler:
 
     def __post_init__(self) -> None:
         self.match = compile_filter(self.plan.unit.filters["f"])
+        self._read: Reader = field_reader(self.plan.property)
+
+    def _label(self, event: Event) -> str:
+        """``label_value(event, plan.property)``."""
+        key = entity_key(self._read(event))
+        return NONE if key is None else key
 
     def values(self, events: Sequence[Event]) -> list[str]:
         """Distinct values of the events the measure reads, in first-seen order."""
-        ref = self.plan.property
-        return list(dict.fromkeys(label_value(e, ref) for e in events if self.match(e)))
+        label, match = self._label, self.match
+        return list(dict.fromkeys(label(e) for e in events if match(e)))
 
     def candidates(self, events: Sequence[Event]) -> list[str]:
         """Values of ``events`` whose label is not known yet (none once the registry is full)."""
@@ -134,9 +140,9 @@ class Labeler:
 
     def split(self, events: Sequence[tuple[int, Event]]) -> dict[int, list[tuple[int, Event]]]:
         """The events the measure reads, per label index (log order kept)."""
-        ref = self.plan.property
+        label, match, index = self._label, self.match, self.index
         out: dict[int, list[tuple[int, Event]]] = {}
         for offset, event in events:
-            if self.match(event):
-                out.setdefault(self.index(label_value(event, ref)), []).append((offset, event))
+            if match(event):
+                out.setdefault(index(label(event)), []).append((offset, event))
         return out

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
-from streamer.events.fields import field_value
+from streamer.events.fields import field_reader
 from streamer.events.types import Event
 from streamer.spec.model import Condition, EventFilter
 
@@ -62,15 +62,15 @@ def _check(cond: Condition, value: Any) -> bool:
 def compile_filter(flt: EventFilter) -> Predicate:
     """A predicate true for events named in ``flt.event`` whose properties meet ``flt.where``."""
     names = frozenset(flt.event)
-    conditions = [("prop." + key, cond) for key, cond in flt.where.items()]
+    conditions = [(field_reader("prop." + key), "prop." + key, cond) for key, cond in flt.where.items()]
     if not conditions:
         return lambda event: event.name in names
 
     def matches(event: Event) -> bool:
         if event.name not in names:
             return False
-        for ref, cond in conditions:
-            value = field_value(event, ref)
+        for read, ref, cond in conditions:
+            value = read(event)
             if not _check(cond, _MISSING if value is None and not _has(event, ref) else value):
                 return False
         return True
