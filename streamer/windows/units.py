@@ -159,6 +159,7 @@ class _Compiler:
         self.units: dict[str, Unit] = {}
         self.readers: dict[str, Reader] = {}
         self._compiling: set[str] = set()
+        self._sharing = True  # False while compiling a broken-down metric
 
     def unit(self, kind: UnitKind, params: dict[str, Any], filters: dict[str, EventFilter]) -> Unit:
         identity = {
@@ -186,7 +187,9 @@ class _Compiler:
             if measure.approximate:
                 params = {"filter": _filter_params(measure), "entity": measure.entity, "per_day": measure.per_day}
                 return HllCount(self.unit("hll", params, {"f": measure}), w)
-            return DiffCount(self._entity_unit(measure, w, 1, measure.per_day, None), "q")
+            if not measure.per_day:
+                return self._distinct(measure, w)
+            return DiffCount(self._entity_unit(measure, w, 1, True, None), "q")
         if isinstance(measure, EntitiesMeasure):
             group = (measure.group.by, measure.group.min_entities) if measure.group else None
             unit = self._entity_unit(measure, w, measure.min_events, False, group)
@@ -198,10 +201,9 @@ class _Compiler:
                 {"filter": _filter_params(measure), "value": measure.property, "entity": measure.entity},
                 {"f": measure},
             )
-            return Quotient(WindowSum(total, w), DiffCount(self._entity_unit(measure, w, 1, False, None), "q"))
+            return Quotient(WindowSum(total, w), self._distinct(measure, w))
         if isinstance(measure, RetentionMeasure):
-            params = {"filter": _filter_params(measure), "entity": measure.entity, "w": w}
-            unit = self.unit("retention", params, {"f": measure})
+            unit = self._retention_unit(measure, w)
             return Quotient(DiffCount(unit, "r"), DiffCount(unit, "a", shift_buckets=w))
         if isinstance(measure, PercentileMeasure | ConversionMeasure):
             conversion = isinstance(measure, ConversionMeasure)
@@ -234,6 +236,33 @@ class _Compiler:
         if isinstance(measure, RatioMeasure):
             return Quotient(self._side(measure.numerator, window), self._side(measure.denominator, window))
         raise TypeError(f"unsupported measure {measure!r}")
+
+    def _retention_unit(self, measure: RetentionMeasure, w: int) -> Unit:
+        params = {"filter": _filter_params(measure), "entity": measure.entity, "w": w}
+        return self.unit("retention", params, {"f": measure})
+
+    def _distinct(self, measure: DistinctMeasure | PerEntityAverageMeasure, w: int) -> DiffCount:
+        """Distinct entities with an event in the window: the ``q`` array of
+        an entity unit, or the ``a`` array of a retention unit of the tree
+        over the same events, entity and window. That unit keeps the same
+        bucket sets and updates ``a`` as the entity unit updates ``q``
+        (state.md §6), so the distinct count reads it there instead of
+        keeping a second copy: one script and one hash fewer per batch (the
+        education tree's active learners and minutes per learner read its
+        retention's unit). Not for a broken-down metric, whose label
+        sub-units are entity units."""
+        entity = getattr(measure, "entity", "user")
+        if self._sharing:
+            for _, metric in self.tree.metrics():
+                other = metric.measure
+                if (
+                    isinstance(other, RetentionMeasure)
+                    and other.entity == entity
+                    and metric.window * 1000 // self.resolution_ms == w
+                    and _filter_params(other) == _filter_params(measure)
+                ):
+                    return DiffCount(self._retention_unit(other, w), "a")
+        return DiffCount(self._entity_unit(measure, w, 1, False, None), "q")
 
     def _relational_group(self, measure: RelationalMeasure, window: int) -> OwnerGroup | None:
         """The group of a grouped relational metric of the tree over the same
@@ -279,7 +308,11 @@ class _Compiler:
             raise ValueError(f"ratio cycle through metric {name!r}")
         self._compiling.add(name)
         metric = self.tree.metric(name)
-        reader = self.reader(metric.measure, metric.window)
+        sharing, self._sharing = self._sharing, metric.breakdown is None
+        try:
+            reader = self.reader(metric.measure, metric.window)
+        finally:
+            self._sharing = sharing
         self._compiling.discard(name)
         self.readers[name] = reader
         return reader

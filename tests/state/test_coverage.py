@@ -23,7 +23,9 @@ NOW = D0 + 200 * DAY
 
 def _tree(resolution: str, lateness: str) -> Tree:
     measures: dict[str, dict[str, Any]] = {
-        "active": {"kind": "distinct", "event": "a", "entity": "user"},
+        "active": {"kind": "distinct", "event": "a", "entity": "user"},  # reads the retention's unit
+        # the same users through an entity unit of its own (other filter, same events here)
+        "active_own": {"kind": "distinct", "event": ["a", "b"], "entity": "user"},
         "days": {"kind": "distinct", "event": "a", "entity": "user", "per_day": True},
         "retained": {"kind": "retention", "event": "a", "entity": "user"},
         "twice": {"kind": "entities", "event": "a", "entity": "user", "min_events": 2},

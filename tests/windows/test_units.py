@@ -31,7 +31,32 @@ def test_identical_state_is_shared_across_metrics() -> None:
     assert isinstance(abandon.numerator, WindowSum) and isinstance(abandon.denominator, WindowSum)
     assert abandon.numerator.unit.fingerprint != abandon.denominator.unit.fingerprint
     kinds = sorted(u.kind for u in plan.units)
-    assert kinds == ["entity", "entity", "pair", "retention", "sum", "sum", "sum", "sum", "sum"]
+    # active learners read the retention's unit (see the test below)
+    assert kinds == ["entity", "pair", "retention", "sum", "sum", "sum", "sum", "sum"]
+
+
+def test_a_distinct_count_reads_the_retention_unit_over_the_same_events() -> None:
+    tree = example("education")
+    plan = compile_tree(tree)
+    retention = plan.readers["weekly_learner_retention"]
+    assert isinstance(retention, Quotient) and isinstance(retention.numerator, DiffCount)
+    learners = plan.readers["weekly_active_learners"]
+    assert learners == DiffCount(retention.numerator.unit, "a")  # entities active in [e - w, e)
+    depth = plan.readers["minutes_per_learner"]
+    assert isinstance(depth, Quotient) and depth.denominator == learners
+
+    def learners_unit(changed: Tree) -> str:
+        reader = compile_tree(changed).readers["weekly_active_learners"]
+        assert isinstance(reader, DiffCount)
+        return reader.unit.kind + ":" + reader.array
+
+    index = next(i for i, m in enumerate(tree.inputs) if m.name == "weekly_active_learners")
+    # not over other events, another window, or for a broken-down metric
+    assert learners_unit(_modified(tree, ["inputs", index, "measure", "event"], ["lesson_started"])) == "entity:q"
+    assert learners_unit(_modified(tree, ["inputs", index, "window"], "14d")) == "entity:q"
+    broken_down = _modified(tree, ["inputs", index, "breakdown"], {"property": "prop.plan", "max_values": 3})
+    assert learners_unit(broken_down) == "entity:q"
+    assert learners_unit(_modified(tree, ["inputs", index, "window"], "7d")) == "retention:a"
 
 
 def test_changed_definition_changes_fingerprint_and_nothing_else() -> None:
