@@ -2,11 +2,7 @@
 same topic and the same Redis when it does nothing else.
 
 - consumption: aiokafka ``getmany(max_records=10000)`` over every partition of
-  the topic, each value decoded with orjson, nothing else (the issue's
-  ceiling: a generic JSON decode); and the same with northstar's own typed
-  decode of Amplitude events (``streamer.events.fastpath``), which reads only
-  the fields an Event holds and is faster than any generic decode: the
-  stricter ceiling, printed beside the other;
+  the topic, each value decoded with orjson, nothing else;
 - Redis: pipelined ``HINCRBY`` from one redis-py client (the per-command
   client cost is what limits it, not the server).
 """
@@ -21,10 +17,6 @@ from typing import Any
 
 import orjson
 
-from streamer.events.fastpath import AmplitudeFast
-
-_NO_LIMIT = 1 << 62  # no future-time or size limit: decode is all the ceiling does
-
 
 @dataclass(frozen=True)
 class Consumption:
@@ -38,22 +30,13 @@ class Consumption:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-DECODERS = ("orjson", "typed")
-
-
-def consume_rate(
-    bootstrap: str, topic: str, records: int, timeout: float = 300.0, decode: str = "orjson"
-) -> Consumption:
+def consume_rate(bootstrap: str, topic: str, records: int, timeout: float = 300.0) -> Consumption:
     """Read ``records`` records of ``topic`` from the beginning with aiokafka
-    batches and decode every value (``decode``: ``orjson.loads`` each, or
-    ``typed``: the Amplitude fast path over each batch); timed from the first
-    fetch to the last record."""
-    if decode not in DECODERS:
-        raise ValueError(f"decode must be one of {DECODERS}, not {decode!r}")
-    return asyncio.run(_consume(bootstrap, topic, records, timeout, decode))
+    batches and decode every value; timed from the first fetch to the last record."""
+    return asyncio.run(_consume(bootstrap, topic, records, timeout))
 
 
-async def _consume(bootstrap: str, topic: str, records: int, timeout: float, decode: str) -> Consumption:
+async def _consume(bootstrap: str, topic: str, records: int, timeout: float) -> Consumption:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -70,7 +53,6 @@ async def _consume(bootstrap: str, topic: str, records: int, timeout: float, dec
         last: dict[int, int] = {}
         seen = 0
         loads = orjson.loads
-        typed = AmplitudeFast().batch if decode == "typed" else None
         started = time.perf_counter()
         deadline = started + timeout
         while seen < records:
@@ -78,11 +60,8 @@ async def _consume(bootstrap: str, topic: str, records: int, timeout: float, dec
                 raise RuntimeError(f"read {seen} of {records} records of {topic!r} in {timeout:.0f}s")
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for tp, batch in batches.items():
-                if typed is not None:
-                    typed([record.value for record in batch], _NO_LIMIT, _NO_LIMIT)
-                else:
-                    for record in batch:
-                        loads(record.value)
+                for record in batch:
+                    loads(record.value)
                 seen += len(batch)
                 if batch:
                     last[tp.partition] = batch[-1].offset

@@ -46,8 +46,6 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
     one = _get(result, "northstar", "one_worker", "events_per_s")
     out = {
         "northstar_vs_ceiling": _div(one, _get(result, "ceiling", "consume", "events_per_s")),
-        # not a target: against consumption with northstar's own (faster) decode
-        "northstar_vs_ceiling_typed": _div(one, _get(result, "ceiling", "consume_typed", "events_per_s")),
         "two_workers_vs_one": _div(_get(result, "northstar", "two_workers", "events_per_s"), one),
     }
     same_n = _get(result, "peers", "northstar", "events_per_s")
@@ -134,8 +132,6 @@ def table(result: dict[str, Any]) -> str:
     records = g("workload", "records")
     row("ceiling: aiokafka getmany + orjson", g("ceiling", "consume", "events_per_s"), f"{_fmt(records)} records",
         " ev/s")
-    row("ceiling: aiokafka getmany + typed decode", g("ceiling", "consume_typed", "events_per_s"),
-        "northstar's own decode (stricter)", " ev/s")
     row("ceiling: redis-py pipelined HINCRBY", g("ceiling", "redis_pipeline", "commands_per_s"), "one process",
         " cmd/s")
     row("northstar, 1 worker", g("northstar", "one_worker", "events_per_s"),

@@ -1,8 +1,7 @@
 """``northstar bench``: every figure of the benchmark in one run, on the
 machine it runs on (issue 7). Sections, in order:
 
-1. ``ceiling``: aiokafka batches + orjson on the benchmark topic (and + the
-   typed decode northstar uses, the stricter ceiling); pipelined
+1. ``ceiling``: aiokafka batches + orjson on the benchmark topic; pipelined
    Redis writes from one Python process (``ceiling.py``);
 2. ``northstar``: one and two ``northstar worker`` processes over the topic
    (``throughput.py``);
@@ -201,14 +200,10 @@ def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
     consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines))
     if consumed.last_offsets != ends:
         raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
-    ctx.log("ceiling: aiokafka getmany + northstar's typed decode")
-    typed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines), decode="typed")
     writes = ceiling.redis_pipeline_rate(ctx.client)
     ctx.result["ceiling"] = {
         "consume": {"records": consumed.records, "seconds": round(consumed.seconds, 3),
                     "events_per_s": round(consumed.events_per_s, 1), "max_records": 10_000},
-        "consume_typed": {"records": typed.records, "seconds": round(typed.seconds, 3),
-                          "events_per_s": round(typed.events_per_s, 1), "max_records": 10_000},
         "redis_pipeline": {"command": "HINCRBY", "pipeline": writes.pipeline, "commands": writes.commands,
                            "commands_per_s": round(writes.commands_per_s, 1)},
     }

@@ -23,8 +23,7 @@ FIELDS = (
     ("machine", "cpus"), ("machine", "redis"), ("machine", "broker"),
     ("load_average_start",), ("load_average_end",), ("wall_seconds",),
     ("workload", "records"),
-    ("ceiling", "consume", "events_per_s"), ("ceiling", "consume_typed", "events_per_s"),
-    ("ceiling", "redis_pipeline", "commands_per_s"),
+    ("ceiling", "consume", "events_per_s"), ("ceiling", "redis_pipeline", "commands_per_s"),
     ("northstar", "one_worker", "events_per_s"), ("northstar", "one_worker", "worker_rss_max_mib"),
     ("northstar", "two_workers", "events_per_s"), ("northstar", "state", "dedupe_bytes_per_event"),
     ("peers", "northstar", "events_per_s"), ("peers", "northstar", "values"),
@@ -38,7 +37,7 @@ FIELDS = (
     ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
     ("restart", "northstar", "kill_to_processing_median_s"), ("restart", "northstar", "session_timeout_ms"),
     ("restart", "faust", "kill_to_processing_s"),
-    ("ratios", "northstar_vs_ceiling"), ("ratios", "northstar_vs_ceiling_typed"), ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
+    ("ratios", "northstar_vs_ceiling"), ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
     ("ratios", "northstar_vs_quixstreams"), ("ratios", "restart_faust_vs_northstar"),
     ("targets",),
 )
