@@ -79,29 +79,23 @@ class Aggregator:
 
     def _entity_counts(self, events: Sequence[Event], memo: Memo | None) -> dict[str, dict[int, int]]:
         """{entity: {bucket: events}} of the matching events."""
-        per_day = bool(self.unit.params.get("per_day"))
+        return self._counts(events, memo, bool(self.unit.params.get("per_day")))
+
+    def _counts(self, events: Sequence[Event], memo: Memo | None, per_day: bool) -> dict[str, dict[int, int]]:
+        """``_count`` through ``memo``: per-day counts derived from per-entity ones
+        when days are whole buckets."""
         if memo is None or self._counts_key is None:
             return self._count(events, per_day)
         key = ("counts", id(events), per_day, *self._counts_key)
         got = memo.get(key)
         if got is None:
             if per_day and DAY_MS % self.r == 0:
-                counts = _by_day(self._entity_counts_of(events, memo), self.r)
+                counts = _by_day(self._counts(events, memo, False), self.r)
             else:
                 counts = self._count(events, per_day)
             got = memo[key] = (events, counts)  # the events kept alive: their id is in the key
         counts_: dict[str, dict[int, int]] = got[1]
         return counts_
-
-    def _entity_counts_of(self, events: Sequence[Event], memo: Memo) -> dict[str, dict[int, int]]:
-        """The counts per entity (not per entity and day) through ``memo``."""
-        assert self._counts_key is not None
-        key = ("counts", id(events), False, *self._counts_key)
-        got = memo.get(key)
-        if got is None:
-            got = memo[key] = (events, self._count(events, False))
-        counts: dict[str, dict[int, int]] = got[1]
-        return counts
 
     def _count(self, events: Sequence[Event], per_day: bool) -> dict[str, dict[int, int]]:
         match = self.matchers["f"]
