@@ -84,7 +84,12 @@ def compile_breakdowns(plan: Plan) -> dict[str, BreakdownPlan]:
 
 def label_value(event: Event, ref: str) -> str:
     """The value an event is broken down by: its key under ``ref``, else ``(none)``."""
-    key = entity_key(field_value(event, ref))
+    return label_of(field_value(event, ref))
+
+
+def label_of(value: object) -> str:
+    """The label of a field's value: its key (``entity_key``), else ``(none)``."""
+    key = entity_key(value)
     return NONE if key is None else key
 
 
@@ -107,9 +112,8 @@ class Labeler:
         self._read: Reader = field_reader(self.plan.property)
 
     def _label(self, event: Event) -> str:
-        """``label_value(event, plan.property)``."""
-        key = entity_key(self._read(event))
-        return NONE if key is None else key
+        """``label_value(event, plan.property)``, the field read by a compiled reader."""
+        return label_of(self._read(event))
 
     def values(self, events: Sequence[Event]) -> list[str]:
         """Distinct values of the events the measure reads, in first-seen order."""

@@ -246,7 +246,7 @@ class _Compiler:
         an entity unit, or the ``a`` array of a retention unit of the tree
         over the same events, entity and window. That unit keeps the same
         bucket sets and updates ``a`` as the entity unit updates ``q``
-        (state.md §6), so the distinct count reads it there instead of
+        (state.md §1), so the distinct count reads it there instead of
         keeping a second copy: one script and one hash fewer per batch (the
         education tree's active learners and minutes per learner read its
         retention's unit). Not for a broken-down metric, whose label
