@@ -177,7 +177,7 @@ class PreparedBatch:
     first: int
     last: int
     decoded: list[list[tuple[int, Event]]]  # per tree: (offset, event)
-    requests: list[tuple[str, int, int, list[tuple[str, int, int]]]]  # per tree: what the verdict script reads
+    requests: list[tuple[str, int, int, list[Any]]]  # per tree: what the verdict script reads (flat events)
     admissions: list[tuple[_Breakdown, list[str]]]  # breakdown values to ask the registries about
     backfill: Backfill | None
     result: BatchResult  # the rejections
@@ -241,15 +241,12 @@ class BatchApplier:
                     result.rejected.append((offset, out))
             decoded.append(events)
 
-        requests = [
-            (
-                ts.plan.tree.tree,
-                ts.plan.horizon_ms,
-                ts.plan.dedupe_ms,
-                [(ev.insert_id or "", ev.time_ms, off) for off, ev in events],
-            )
-            for ts, events in zip(self.trees, decoded, strict=True)
-        ]
+        requests: list[tuple[str, int, int, list[Any]]] = []
+        for ts, events in zip(self.trees, decoded, strict=True):
+            flat: list[Any] = []  # store.verdict_events's layout, built in place
+            for off, ev in events:
+                flat += (ev.insert_id or "", ev.time_ms, off)
+            requests.append((ts.plan.tree.tree, ts.plan.horizon_ms, ts.plan.dedupe_ms, flat))
         # breakdowns: admit the batch's new values in the first round trip. A
         # value learnt meanwhile (by the previous batch's commit) is asked
         # again: the registry answers the same index

@@ -4,7 +4,12 @@ same topic and the same Redis when it does nothing else.
 - consumption: aiokafka ``getmany(max_records=10000)`` over every partition of
   the topic, each value decoded with orjson, nothing else;
 - Redis: pipelined ``HINCRBY`` from one redis-py client (the per-command
-  client cost is what limits it, not the server).
+  client cost is what limits it, not the server);
+- the floor: the consumption loop plus the least Redis state that any exact
+  implementation of the education tree over this Redis must write
+  (``floor_rate``). Everything northstar does beyond it (lateness, windows,
+  retention, the funnel, exactly-once bookkeeping) is left out, so no such
+  implementation can run faster than the floor on the same machine.
 """
 
 from __future__ import annotations
@@ -97,3 +102,126 @@ def redis_pipeline_rate(client: Any, seconds: float = 2.0, pipeline: int = 10_00
     elapsed = time.perf_counter() - started
     client.delete(*keys)
     return RedisWrites(done, elapsed, pipeline)
+
+
+# Dedupe answered per insert id: any exact dedupe across partitions and
+# restarts must ask shared state whether each id is new, and record it.
+_FLOOR_DEDUPE = """
+local out = {}
+for i, id in ipairs(ARGV) do out[i] = redis.call('SADD', KEYS[1], id) end
+return #out
+"""
+DAY_MS = 86_400_000
+FUNNEL_START, FUNNEL_END = "signed_up", "lesson_completed"  # the education tree's funnel
+
+
+@dataclass(frozen=True)
+class Floor:
+    records: int
+    seconds: float
+    insert_ids: int
+    """Distinct insert ids in Redis afterwards (the dedupe set's size)."""
+    user_days: int
+    """(user, UTC day) pairs in Redis afterwards (the distinct-count sets' sizes)."""
+    starts: int
+    """Users with a funnel start in Redis afterwards."""
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+def floor_rate(bootstrap: str, topic: str, records: int, redis_url: str, timeout: float = 300.0) -> Floor:
+    """The ceiling's loop plus, per partition batch, the least state the
+    education tree needs in Redis: one script call that adds every insert id
+    to a set answering per id (dedupe); one variadic ``SADD`` per UTC day of
+    the batch's users (the distinct learners, whose day sets retention and
+    learning days can share); for the time-to-first-lesson funnel, one
+    ``HSET`` of the batch's sign-ups (user -> time) and one ``HMGET`` of the
+    starts of its lesson completers. Sums and counts per day, lateness,
+    windows and exactly-once bookkeeping are left out. One batch's writes are in
+    flight while the next batch is read and decoded; timed from the first
+    fetch to the last write's reply. Uses the keys ``bench:floor:*`` of
+    ``redis_url`` and deletes them afterwards."""
+    return asyncio.run(_floor(bootstrap, topic, records, redis_url, timeout))
+
+
+async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeout: float) -> Floor:
+    import redis.asyncio as aredis
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    client = aredis.from_url(redis_url)
+    ids_key, day_prefix, start_key = "bench:floor:ids", "bench:floor:day:", "bench:floor:start"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await _delete_floor_keys(client)
+        dedupe = await client.script_load(_FLOOR_DEDUPE)
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            raise RuntimeError(f"topic {topic!r} has no partitions")
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def write(ids: list[Any], days: dict[int, set[Any]], starts: dict[Any, int], ends: set[Any]) -> None:
+            pipe = client.pipeline(transaction=False)
+            if ids:
+                pipe.evalsha(dedupe, 1, ids_key, *ids)
+            for day, users in days.items():
+                pipe.sadd(f"{day_prefix}{day}", *users)
+            if starts:
+                pipe.hset(start_key, mapping=starts)
+            if ends:
+                pipe.hmget(start_key, list(ends))
+            await pipe.execute()
+
+        seen = 0
+        loads = orjson.loads
+        in_flight: asyncio.Task[None] | None = None
+        started = time.perf_counter()
+        deadline = started + timeout
+        while seen < records:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"read {seen} of {records} records of {topic!r} in {timeout:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for batch in batches.values():
+                ids: list[Any] = []
+                days: dict[int, set[Any]] = {}
+                starts: dict[Any, int] = {}
+                ends: set[Any] = set()
+                for record in batch:
+                    event = loads(record.value)
+                    if event.get("insert_id"):
+                        ids.append(event["insert_id"])
+                    user, t, name = event.get("user_id"), event.get("time"), event.get("event_type")
+                    if user and type(t) is int:
+                        if name == FUNNEL_START:
+                            starts.setdefault(user, t)
+                        elif name == FUNNEL_END:
+                            ends.add(user)
+                            days.setdefault(t // DAY_MS, set()).add(user)
+                seen += len(batch)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(write(ids, days, starts, ends))
+        if in_flight is not None:
+            await in_flight
+        seconds = time.perf_counter() - started
+        insert_ids = int(await client.scard(ids_key))
+        user_days = 0
+        async for key in client.scan_iter(match=f"{day_prefix}*", count=1000):
+            user_days += int(await client.scard(key))
+        return Floor(seen, seconds, insert_ids, user_days, int(await client.hlen(start_key)))
+    finally:
+        await consumer.stop()
+        await _delete_floor_keys(client)
+        await client.aclose()
+
+
+async def _delete_floor_keys(client: Any) -> None:
+    keys = [key async for key in client.scan_iter(match="bench:floor:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.delete(*keys[start:start + 1000])

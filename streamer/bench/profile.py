@@ -31,7 +31,7 @@ from streamer.bench.redis_target import bench_redis
 from streamer.bench.workload import education_workload
 from streamer.engine import BatchApplier, _complete
 from streamer.events.types import Event
-from streamer.state.store import Store
+from streamer.state.store import Store, verdict_events
 from streamer.windows.units import Quotient, Reader
 
 
@@ -78,7 +78,7 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
         t1 = time.perf_counter()
         stage["decode"] += t1 - t0
         request = [(tree.tree, ts.plan.horizon_ms, ts.plan.dedupe_ms,
-                    [[ev.insert_id or "", ev.time_ms, off] for off, ev in decoded])]
+                    verdict_events([ev.insert_id or "", ev.time_ms, off] for off, ev in decoded))]
         verdict_before = _evalsha_usec(client)
         verdicts, offsets = store.verdicts_and_offsets(request, partition, units)
         verdict = verdicts[0][0]

@@ -46,6 +46,10 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
     one = _get(result, "northstar", "one_worker", "events_per_s")
     out = {
         "northstar_vs_ceiling": _div(one, _get(result, "ceiling", "consume", "events_per_s")),
+        # what the least exact work leaves of the ceiling, and how close northstar gets to it
+        "floor_vs_ceiling": _div(_get(result, "ceiling", "floor", "events_per_s"),
+                                 _get(result, "ceiling", "consume", "events_per_s")),
+        "northstar_vs_floor": _div(one, _get(result, "ceiling", "floor", "events_per_s")),
         "two_workers_vs_one": _div(_get(result, "northstar", "two_workers", "events_per_s"), one),
     }
     same_n = _get(result, "peers", "northstar", "events_per_s")
@@ -134,6 +138,8 @@ def table(result: dict[str, Any]) -> str:
         " ev/s")
     row("ceiling: redis-py pipelined HINCRBY", g("ceiling", "redis_pipeline", "commands_per_s"), "one process",
         " cmd/s")
+    row("floor: ceiling + least exact Redis state", g("ceiling", "floor", "events_per_s"),
+        "dedupe answered per insert id, learners per day, funnel starts", " ev/s")
     row("northstar, 1 worker", g("northstar", "one_worker", "events_per_s"),
         f"{_fmt(records)} records, RSS {_fmt(g('northstar', 'one_worker', 'worker_rss_max_mib'))} MiB", " ev/s")
     row("northstar, 2 workers", g("northstar", "two_workers", "events_per_s"),

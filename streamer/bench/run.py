@@ -2,7 +2,8 @@
 machine it runs on (issue 7). Sections, in order:
 
 1. ``ceiling``: aiokafka batches + orjson on the benchmark topic; pipelined
-   Redis writes from one Python process (``ceiling.py``);
+   Redis writes from one Python process; the floor: that loop plus the
+   least Redis state an exact implementation needs (``ceiling.py``);
 2. ``northstar``: one and two ``northstar worker`` processes over the topic
    (``throughput.py``);
 3. ``peers``: faust-streaming and Quix Streams on a smaller topic, their
@@ -201,11 +202,16 @@ def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
     if consumed.last_offsets != ends:
         raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
     writes = ceiling.redis_pipeline_rate(ctx.client)
+    ctx.log("floor: the ceiling's loop + the least Redis state the tree needs")
+    floor = ceiling.floor_rate(ctx.services.bootstrap, topic, len(load.lines), ctx.services.redis_url)
     ctx.result["ceiling"] = {
         "consume": {"records": consumed.records, "seconds": round(consumed.seconds, 3),
                     "events_per_s": round(consumed.events_per_s, 1), "max_records": 10_000},
         "redis_pipeline": {"command": "HINCRBY", "pipeline": writes.pipeline, "commands": writes.commands,
                            "commands_per_s": round(writes.commands_per_s, 1)},
+        "floor": {"records": floor.records, "seconds": round(floor.seconds, 3),
+                  "events_per_s": round(floor.events_per_s, 1), "insert_ids": floor.insert_ids,
+                  "user_days": floor.user_days, "starts": floor.starts},
     }
 
 

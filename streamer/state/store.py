@@ -9,7 +9,7 @@ the store reloads and retries once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +32,13 @@ def backfill_field(partition: str) -> str:
     """Applied-hash field: how far a backfill applied ``partition`` to the unit
     (its own exactly-once guard, distinct from the live one)."""
     return f"bf:{partition}"
+
+
+def verdict_events(rows: Iterable[Sequence[Any]]) -> list[Any]:
+    """The events of a verdict request: (insert id or "", event time ms,
+    offset) rows laid end to end in one flat list, the layout the verdict
+    script decodes without a table per event."""
+    return [x for row in rows for x in row]
 
 
 class StateError(Exception):
@@ -133,13 +140,13 @@ class Store:
     # ------------------------------------------------------------------ write path
     def verdicts_and_offsets(
         self,
-        requests: Sequence[tuple[str, int, int, Sequence[Sequence[Any]]]],
+        requests: Sequence[tuple[str, int, int, Sequence[Any]]],
         partition: str,
         units: Sequence[Unit],
         field: str | None = None,
     ) -> tuple[list[tuple[str, int | None, int | None]], list[int]]:
-        """One round trip: for every (tree, horizon_ms, dedupe_ms, events) the
-        verdict string, the partition's stored watermark and the lowest stored
+        """One round trip: for every (tree, horizon_ms, dedupe_ms, events) (events
+        flat, as ``verdict_events`` lays them out) the verdict string, the partition's stored watermark and the lowest stored
         watermark of the tree's partitions; for every unit its applied
         offset (field ``field`` of its applied hash, default ``partition``; -1
         when none)."""
@@ -148,7 +155,7 @@ class Store:
 
     def first_round_trip(
         self,
-        requests: Sequence[tuple[str, int, int, Sequence[Sequence[Any]]]],
+        requests: Sequence[tuple[str, int, int, Sequence[Any]]],
         partition: str,
         units: Sequence[Unit],
         scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streamer.bench.run import BenchConfig
+from streamer.bench.workload import education_workload
 from tests.perf.peer_metrics import METRICS
 
 pytestmark = pytest.mark.services
@@ -24,6 +26,7 @@ FIELDS = (
     ("load_average_start",), ("load_average_end",), ("wall_seconds",),
     ("workload", "records"),
     ("ceiling", "consume", "events_per_s"), ("ceiling", "redis_pipeline", "commands_per_s"),
+    ("ceiling", "floor", "events_per_s"),
     ("northstar", "one_worker", "events_per_s"), ("northstar", "one_worker", "worker_rss_max_mib"),
     ("northstar", "two_workers", "events_per_s"), ("northstar", "state", "dedupe_bytes_per_event"),
     ("peers", "northstar", "events_per_s"), ("peers", "northstar", "values"),
@@ -37,7 +40,8 @@ FIELDS = (
     ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
     ("restart", "northstar", "kill_to_processing_median_s"), ("restart", "northstar", "session_timeout_ms"),
     ("restart", "faust", "kill_to_processing_s"),
-    ("ratios", "northstar_vs_ceiling"), ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
+    ("ratios", "northstar_vs_ceiling"), ("ratios", "floor_vs_ceiling"), ("ratios", "northstar_vs_floor"),
+    ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
     ("ratios", "northstar_vs_quixstreams"), ("ratios", "restart_faust_vs_northstar"),
     ("targets",),
 )
@@ -78,6 +82,21 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     assert all(t["status"] in ("met", "missed", "n/a") for t in result["targets"])
     assert result["freshness"]["snapshot"]["markers"] > 0
     assert result["freshness"]["snapshot"]["unseen"] == 0
+
+
+@pytest.mark.timeout(900)
+def test_the_floor_wrote_the_least_state_of_every_record(result: dict[str, Any]) -> None:
+    """The floor's figure counts only if it did its work: every insert id in
+    its dedupe set, every (user, UTC day) with a completed lesson in its day
+    sets, every user who signed up in its funnel starts."""
+    load = education_workload(4000, 2, seed=BenchConfig().seed)
+    events = [orjson.loads(line) for line in load.lines]
+    floor = result["ceiling"]["floor"]
+    assert floor["records"] == result["workload"]["records"] == len(events)
+    assert floor["insert_ids"] == len({e["insert_id"] for e in events})
+    completed = [e for e in events if e["event_type"] == "lesson_completed"]
+    assert floor["user_days"] == len({(e["user_id"], e["time"] // 86_400_000) for e in completed})
+    assert floor["starts"] == len({e["user_id"] for e in events if e["event_type"] == "signed_up"}) > 0
 
 
 @pytest.mark.timeout(900)

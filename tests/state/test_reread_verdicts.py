@@ -20,7 +20,7 @@ from streamer.backfill import batched, file_records, scratch_namespace
 from streamer.engine import Backfill, BatchApplier
 from streamer.events.types import Event
 from streamer.spec.horizon import lateness_horizon
-from streamer.state.store import Store
+from streamer.state.store import Store, verdict_events
 from tests.eventlog import LogKnobs, generate
 from tests.trees import example
 
@@ -40,7 +40,7 @@ class RecordingStore(Store):
 
     def first_round_trip(
         self,
-        requests: Sequence[tuple[str, int, int, list[list[Any]]]],
+        requests: Sequence[tuple[str, int, int, list[Any]]],
         partition: str,
         units: Sequence[Any],
         scripts: Sequence[tuple[str, str, Sequence[Any]]] = (),
@@ -48,7 +48,7 @@ class RecordingStore(Store):
     ) -> tuple[list[tuple[str, int | None, int | None]], list[int], list[Any]]:
         verdicts, offsets, replies = super().first_round_trip(requests, partition, units, scripts, field)
         for (_, _, _, events), (text, *_) in zip(requests, verdicts, strict=True):
-            for (_, _, offset), v in zip(events, text, strict=True):
+            for offset, v in zip(events[2::3], text, strict=True):  # flat: id, t, offset
                 self.verdicts[offset] = v
         return verdicts, offsets, replies
 
@@ -65,7 +65,7 @@ def reread(store: Store, tree: Any, records: list[tuple[int, bytes]], now_ms: in
     """Verdicts of ``records`` computed again on ``store``'s verdict state."""
     state = BatchApplier(store, [tree]).trees[0]
     decoded = [(off, state.decoder.decode(raw, now_ms)) for off, raw in records]
-    events = [[ev.insert_id or "", ev.time_ms, off] for off, ev in decoded if isinstance(ev, Event)]
+    events = verdict_events([ev.insert_id or "", ev.time_ms, off] for off, ev in decoded if isinstance(ev, Event))
     request = (tree.tree, state.plan.horizon_ms, state.plan.dedupe_ms, events)
     verdicts, _ = store.verdicts_and_offsets([request], PART, [])
     return verdicts[0][0]

@@ -14,7 +14,7 @@ import redis
 from streamer.engine import BatchApplier
 from streamer.replay import replay
 from streamer.spec.horizon import lateness_horizon
-from streamer.state.store import Store
+from streamer.state.store import Store, verdict_events
 from tests.reference import reference_counts
 from tests.test_reference import D0, DAY, amp, make_tree
 
@@ -71,7 +71,7 @@ def test_ids_are_forgotten_as_fast_as_they_arrive(redis_client: redis.Redis) -> 
 
 
 def _verdicts(store: Store, batch: list[list[Any]]) -> str:
-    verdicts, _ = store.verdicts_and_offsets([("t", H, D, batch)], "0", [])
+    verdicts, _ = store.verdicts_and_offsets([("t", H, D, verdict_events(batch))], "0", [])
     return verdicts[0][0]
 
 

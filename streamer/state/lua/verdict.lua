@@ -10,7 +10,9 @@
 --   KEYS[5] "vl:<partition>" list of the partition's last RECENT verdict
 --                 segments "first offset,last offset,verdicts" (one character
 --                 per offset, "-" for an offset that was not an event)
--- ARGV: partition, horizon ms, dedupe ms, events JSON [[id or "", t, offset], ...]
+-- ARGV: partition, horizon ms, dedupe ms, events JSON, flat:
+--       [id or "", t, offset, id or "", t, offset, ...] (one array, not one per
+--       event: cjson builds no table per event)
 -- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or "",
 --          lowest stored watermark of any partition or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
@@ -24,7 +26,8 @@
 -- its own batch advanced.
 local part = ARGV[1]
 local H, D = tonumber(ARGV[2]), tonumber(ARGV[3])
-local events = cjson.decode(ARGV[4])
+local flat = cjson.decode(ARGV[4])
+local n = #flat / 3 -- events
 local WM, IDS, GCDAY = KEYS[1], KEYS[2], KEYS[3]
 local LISTS = KEYS[4] .. ':' .. part .. ':'
 local DAY = 86400000
@@ -32,8 +35,8 @@ local VLOG, RECENT = KEYS[5], 8
 
 -- only segments that overlap this batch (none in the usual, first delivery)
 local segments = {}
-if #events > 0 then
-  local first, last = events[1][3], events[#events][3]
+if n > 0 then
+  local first, last = flat[3], flat[#flat]
   for _, raw in ipairs(redis.call('LRANGE', VLOG, 0, -1)) do
     local f, l, v = string.match(raw, '^(%d+),(%d+),(.*)$')
     f, l = tonumber(f), tonumber(l)
@@ -78,9 +81,10 @@ local days = {}
 local prefix = part .. ':'
 local fresh = 0 -- events judged now (not found in the recent segments)
 local lo, hi = nil, nil
-for i, ev in ipairs(events) do
-  local id, t = ev[1], ev[2]
-  local v = judged(ev[3])
+for i = 1, n do
+  local id, t, off = flat[3 * i - 2], flat[3 * i - 1], flat[3 * i]
+  local v = nil
+  if #segments > 0 then v = judged(off) end
   if v ~= nil then
     -- judged before: the same verdict, nothing written again
   elseif wm ~= nil and t < wm - H then
@@ -90,12 +94,12 @@ for i, ev in ipairs(events) do
     fresh = fresh + 1
     v = 'a'
     if id ~= '' then
-      local rec = string.format('%d|%s%d', t, prefix, ev[3]) -- "t|partition:offset"
+      local rec = string.format('%d|%s%d', t, prefix, off) -- "t|partition:offset"
       -- a fresh id (the usual case) costs this one command
       if redis.call('HSETNX', IDS, id, rec) == 0 then
         local t0, o0 = string.match(redis.call('HGET', IDS, id), '^([^|]*)|(.*)$')
         t0 = tonumber(t0)
-        if o0 == prefix .. string.format('%d', ev[3]) then
+        if o0 == prefix .. string.format('%d', off) then
           rec = nil -- this very event, recorded by an earlier delivery of the batch
         elseif math.abs(t - t0) <= D and not forgotten(t0, o0) then
           v = 'd'
@@ -112,24 +116,28 @@ for i, ev in ipairs(events) do
     end
   end
   if v == 'a' and (wm == nil or t > wm) then wm = t end
-  if lo == nil then lo = ev[3] end
-  hi = ev[3]
+  if lo == nil then lo = off end
+  hi = off
   out[i] = v
 end
 
 -- remember this batch's verdicts by offset (offsets increase within a batch)
-if fresh > 0 and hi - lo + 1 <= 4 * #events + 1000 then
-  local chars, j = {}, 1
-  for off = lo, hi do
-    local ev = events[j]
-    if ev ~= nil and ev[3] == off then
-      chars[#chars + 1] = out[j]
-      j = j + 1
-    else
-      chars[#chars + 1] = '-'
+local text = table.concat(out)
+if fresh > 0 and hi - lo + 1 <= 4 * n + 1000 then
+  local seg = text -- offsets without a gap (the usual case): the verdicts as they are
+  if hi - lo + 1 ~= n then
+    local chars, j = {}, 1
+    for o = lo, hi do
+      if j <= n and flat[3 * j] == o then
+        chars[#chars + 1] = out[j]
+        j = j + 1
+      else
+        chars[#chars + 1] = '-'
+      end
     end
+    seg = table.concat(chars)
   end
-  redis.call('RPUSH', VLOG, string.format('%d,%d,', lo, hi) .. table.concat(chars))
+  redis.call('RPUSH', VLOG, string.format('%d,%d,', lo, hi) .. seg)
   redis.call('LTRIM', VLOG, -RECENT, -1)
 end
 
@@ -148,7 +156,7 @@ end
 if stored_wm ~= nil and first ~= nil then
   local cutoff = stored_wm - H - D
   local last = math.floor(cutoff / DAY) -- days < last end before cutoff
-  local budget = #events + 1000
+  local budget = n + 1000
   while first < last and budget > 0 do
     local ids = redis.call('LPOP', LISTS .. first, math.min(budget, 1000))
     if ids then
@@ -176,4 +184,4 @@ for _, v in ipairs(redis.call('HVALS', WM)) do
   local x = tonumber(v)
   if x ~= nil and (low == nil or x < low) then low = x end
 end
-return {table.concat(out), stored or '', low and string.format('%d', low) or ''}
+return {text, stored or '', low and string.format('%d', low) or ''}
