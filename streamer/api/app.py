@@ -18,7 +18,7 @@ from streamer.api import routes
 from streamer.api.auth import bearer_middleware
 from streamer.api.errors import error_middleware
 from streamer.api.limits import body_limit_middleware
-from streamer.export.collector import SnapshotCollector
+from streamer.export.collector import CACHE_SECONDS, SnapshotCollector
 from streamer.spec.model import Tree
 from streamer.state.store import Store
 
@@ -36,7 +36,7 @@ def create_app(
     token: str | None = None,
     poll_interval: float = 0.5,
     heartbeat_interval: float = 15.0,
-    metrics_cache_seconds: float = 1.0,
+    metrics_cache_seconds: float = CACHE_SECONDS,
 ) -> web.Application:
     """The API serving ``trees`` from ``store`` (whose namespace it reads).
 

@@ -28,6 +28,7 @@ import orjson
 
 from streamer.bench.throughput import Services, rss_mib, worker
 from streamer.evaluate.evaluator import load_snapshot
+from streamer.export.collector import CACHE_SECONDS
 from streamer.state.store import Store
 from streamer.testing.process import ManagedProcess, ServiceNotReadyError, free_port, wait_until
 from streamer.testing.worker import parse_samples
@@ -244,7 +245,7 @@ def run_freshness(
         "rate_target_events_per_s": round(config.rate, 1),
         "rate_produced_events_per_s": round((sent + len(markers)) / produced_s, 1),
         "seconds": config.seconds, "evaluate_interval_s": config.evaluate_interval_s,
-        "marker_interval_s": config.marker_interval_s, "metrics_cache_s": 1.0,
+        "marker_interval_s": config.marker_interval_s, "metrics_cache_s": CACHE_SECONDS,
         "snapshot": _summary(pollers[0], markers, warmup_until),
         "metrics_endpoint": _summary(pollers[1], markers, warmup_until),
         "worker_rss_mib": round(rss, 1),
