@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,22 @@ def consume_rate(bootstrap: str, topic: str, records: int, timeout: float = 300.
 
 
 async def _consume(bootstrap: str, topic: str, records: int, timeout: float) -> Consumption:
+    last: dict[int, int] = {}
+    seen = 0
+    loads = orjson.loads
+    started = time.perf_counter()
+    async for partition, batch in _batches(bootstrap, topic, records, timeout):
+        for record in batch:
+            loads(record.value)
+        seen += len(batch)
+        last[partition] = batch[-1].offset
+    return Consumption(seen, time.perf_counter() - started, last)
+
+
+async def _batches(bootstrap: str, topic: str, records: int, timeout: float) -> AsyncIterator[tuple[int, list[Any]]]:
+    """(partition, records) batches of ``topic`` from the beginning, from
+    ``getmany(max_records=10000)`` over every partition, until ``records``
+    records were read; an error once ``timeout`` seconds have passed."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -55,22 +72,16 @@ async def _consume(bootstrap: str, topic: str, records: int, timeout: float) -> 
             raise RuntimeError(f"topic {topic!r} has no partitions")
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        last: dict[int, int] = {}
         seen = 0
-        loads = orjson.loads
-        started = time.perf_counter()
-        deadline = started + timeout
+        deadline = time.perf_counter() + timeout
         while seen < records:
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"read {seen} of {records} records of {topic!r} in {timeout:.0f}s")
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for tp, batch in batches.items():
-                for record in batch:
-                    loads(record.value)
-                seen += len(batch)
                 if batch:
-                    last[tp.partition] = batch[-1].offset
-        return Consumption(seen, time.perf_counter() - started, last)
+                    seen += len(batch)
+                    yield tp.partition, batch
     finally:
         await consumer.stop()
 
@@ -148,23 +159,12 @@ def floor_rate(bootstrap: str, topic: str, records: int, redis_url: str, timeout
 
 async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeout: float) -> Floor:
     import redis.asyncio as aredis
-    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     client = aredis.from_url(redis_url)
     ids_key, day_prefix, start_key = "bench:floor:ids", "bench:floor:day:", "bench:floor:start"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
     try:
         await _delete_floor_keys(client)
         dedupe = await client.script_load(_FLOOR_DEDUPE)
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise RuntimeError(f"topic {topic!r} has no partitions")
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
 
         async def write(ids: list[Any], days: dict[int, set[Any]], starts: dict[Any, int], ends: set[Any]) -> None:
             pipe = client.pipeline(transaction=False)
@@ -182,31 +182,26 @@ async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeo
         loads = orjson.loads
         in_flight: asyncio.Task[None] | None = None
         started = time.perf_counter()
-        deadline = started + timeout
-        while seen < records:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"read {seen} of {records} records of {topic!r} in {timeout:.0f}s")
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for batch in batches.values():
-                ids: list[Any] = []
-                days: dict[int, set[Any]] = {}
-                starts: dict[Any, int] = {}
-                ends: set[Any] = set()
-                for record in batch:
-                    event = loads(record.value)
-                    if event.get("insert_id"):
-                        ids.append(event["insert_id"])
-                    user, t, name = event.get("user_id"), event.get("time"), event.get("event_type")
-                    if user and type(t) is int:
-                        if name == FUNNEL_START:
-                            starts.setdefault(user, t)
-                        elif name == FUNNEL_END:
-                            ends.add(user)
-                            days.setdefault(t // DAY_MS, set()).add(user)
-                seen += len(batch)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.create_task(write(ids, days, starts, ends))
+        async for _, batch in _batches(bootstrap, topic, records, timeout):
+            ids: list[Any] = []
+            days: dict[int, set[Any]] = {}
+            starts: dict[Any, int] = {}
+            ends: set[Any] = set()
+            for record in batch:
+                event = loads(record.value)
+                if event.get("insert_id"):
+                    ids.append(event["insert_id"])
+                user, t, name = event.get("user_id"), event.get("time"), event.get("event_type")
+                if user and type(t) is int:
+                    if name == FUNNEL_START:
+                        starts.setdefault(user, t)
+                    elif name == FUNNEL_END:
+                        ends.add(user)
+                        days.setdefault(t // DAY_MS, set()).add(user)
+            seen += len(batch)
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.create_task(write(ids, days, starts, ends))
         if in_flight is not None:
             await in_flight
         seconds = time.perf_counter() - started
@@ -216,7 +211,6 @@ async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeo
             user_days += int(await client.scard(key))
         return Floor(seen, seconds, insert_ids, user_days, int(await client.hlen(start_key)))
     finally:
-        await consumer.stop()
         await _delete_floor_keys(client)
         await client.aclose()
 
