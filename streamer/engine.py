@@ -14,6 +14,7 @@ worker can prepare batch k+1 while Redis applies batch k.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ class BatchResult:
 
     counts: Counter[str] = field(default_factory=Counter)
     rejected: list[tuple[int, Rejected]] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    """Seconds ``commit`` spent per stage: ``verdicts`` (round trip 1),
+    ``aggregate`` (the Python between and around the round trips: verdicts
+    read, pre-aggregation, the apply built) and ``apply`` (round trip 2, and
+    any retry after a conflict)."""
 
 
 def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
@@ -266,6 +272,7 @@ class BatchApplier:
         committing a batch again (after a Redis error, or re-delivered) is safe."""
         # a copy: a commit retried after a Redis error must not count twice
         result = BatchResult(Counter(batch.result.counts), list(batch.result.rejected))
+        started = time.perf_counter()
         decoded, admissions, backfill = batch.decoded, batch.admissions, batch.backfill
         scripts = [
             ("labels", self.store.keys.unit(bd.labeler.plan.unit, REGISTRY),
@@ -276,6 +283,8 @@ class BatchApplier:
         verdicts, offsets, labelled = self.store.first_round_trip(
             batch.requests, partition, self.units, scripts, field
         )
+        verdicts_done = time.perf_counter()
+        waited = 0.0  # in round trips after the first
         label_offsets: dict[str, list[int]] = {}
         for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
             bd.labeler.learn(values, [int(i) for i in indexes], int(size))
@@ -314,11 +323,21 @@ class BatchApplier:
                 (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
             ]
             expire = self.refresher.due(((c[0], c[3]) for c in calls), extra) if self.refresher else []
+            sent = time.perf_counter()
             ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
+            waited += time.perf_counter() - sent
             failed = [t for t, good in zip(pending, ok, strict=True) if not good]
             if not failed:
+                done = time.perf_counter()
+                result.stages = {
+                    "verdicts": verdicts_done - started,
+                    "aggregate": done - verdicts_done - waited,
+                    "apply": waited,
+                }
                 return result
+            sent = time.perf_counter()
             fresh = self.store.applied_offsets([t.unit for t in failed], partition, field)
+            waited += time.perf_counter() - sent
             for t, off in zip(failed, fresh, strict=True):
                 t.offset = off
             pending = [t for t in failed if t.due()]

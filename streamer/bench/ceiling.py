@@ -2,7 +2,8 @@
 same topic and the same Redis when it does nothing else.
 
 - consumption: aiokafka ``getmany(max_records=10000)`` over every partition of
-  the topic, each value decoded with orjson, nothing else;
+  the topic, with the lean records the worker reads too
+  (``streamer/kafka/lean.py``), each value decoded with orjson, nothing else;
 - Redis: pipelined ``HINCRBY`` from one redis-py client (the per-command
   client cost is what limits it, not the server);
 - the floor: the consumption loop plus the least Redis state that any exact
@@ -61,10 +62,13 @@ async def _batches(bootstrap: str, topic: str, records: int, timeout: float) -> 
     records were read; an error once ``timeout`` seconds have passed."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from streamer.kafka.lean import lean
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
+    lean(consumer)  # the records the worker reads: a ceiling must not be slower than the worker's own reads
     try:
         await consumer.topics()
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamer.backfill import Backfiller, PartitionReport
+from streamer.kafka.lean import lean
 from streamer.spec.model import Tree
 from streamer.worker.consumer import partition_id
 
@@ -55,6 +56,7 @@ async def _topic(
 
     consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
+    lean(consumer)  # offset, value and timestamp are all it reads
     reports: list[PartitionReport] = []
     try:
         await consumer.topics()

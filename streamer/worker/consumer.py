@@ -237,7 +237,10 @@ class EventConsumer:
         raw = [(r.offset, r.value if r.value is not None else b"") for r in batch.records]
         now_ms = int(self.clock() * 1000)
         applier = self.applier_for(batch.tp.topic)
-        return await asyncio.to_thread(applier.prepare, raw, now_ms)
+        started = time.perf_counter()
+        prepared = await asyncio.to_thread(applier.prepare, raw, now_ms)
+        self.metrics.stage.labels("prepare").observe(time.perf_counter() - started)
+        return prepared
 
     async def _commit(self, batch: _Batch) -> BatchResult:
         tp, records = batch.tp, batch.records
@@ -257,6 +260,8 @@ class EventConsumer:
         self.metrics.batches.inc()
         self.metrics.batch_size.observe(len(records))
         self.metrics.record(dict(result.counts))
+        for stage, seconds in result.stages.items():
+            self.metrics.stage.labels(stage).observe(seconds)
         self.metrics.latency.observe(time.perf_counter() - batch.fetched)
         return result
 

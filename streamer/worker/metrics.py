@@ -43,6 +43,14 @@ class WorkerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.stage = Histogram(
+            "northstar_batch_stage_seconds",
+            "Time per batch in each stage of the write path: prepare (decode, verdict requests), "
+            "verdicts (round trip 1), aggregate (the Python between the round trips), apply (round trip 2)",
+            ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
         self.lag = Gauge(
             "northstar_consumer_lag_records",
             "Records behind the high watermark, summed over assigned partitions",

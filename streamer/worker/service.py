@@ -13,6 +13,7 @@ import mode
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamer.engine import BatchApplier
+from streamer.kafka.lean import lean
 from streamer.spec.model import Tree
 from streamer.state.expiry import Refresher
 from streamer.state.store import Store
@@ -108,6 +109,7 @@ class EventService(mode.Service):
         # start first, then subscribe: the group join then runs in the background
         # instead of blocking start-up (Tansu makes a join wait ~session/2)
         await self.consumer.start()
+        lean(self.consumer)
         self.events = EventConsumer(
             self.consumer,
             appliers,

@@ -4,6 +4,7 @@ re-delivery, and a bounded number of Redis commands per batch."""
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import orjson
@@ -169,7 +170,12 @@ def test_apply_is_commit_of_prepare(redis_client: redis.Redis) -> None:
         before = redis_client.dbsize()
         prepared = split.prepare(records[start : start + 100], T0 + 30 * DAY)
         assert redis_client.dbsize() == before
+        committing = time.perf_counter()
         got = split.commit("0", prepared)
+        # where the commit's time went: three stages, adding up to it
+        assert sorted(got.stages) == ["aggregate", "apply", "verdicts"]
+        assert all(s > 0 for s in got.stages.values()), got.stages
+        assert sum(got.stages.values()) <= time.perf_counter() - committing
         assert split.commit("0", prepared).counts == got.counts  # again: a no-op, counted the same
         assert got.counts == want.counts and got.rejected == want.rejected
     assert _values(redis_client, split) == _values(redis_client, direct)

@@ -153,6 +153,13 @@ def test_dead_letters(
         # everything was on the topic before the worker started: one fetch, one
         # batch, bad and good records side by side
         assert worker.total("northstar_batches_total") == 1
+        # the batch's time per stage: each stage once, inside its fetch-to-commit time
+        assert worker.by_label("northstar_batch_stage_seconds_count", "stage") == {
+            "prepare": 1.0, "verdicts": 1.0, "aggregate": 1.0, "apply": 1.0
+        }
+        stages = worker.by_label("northstar_batch_stage_seconds_sum", "stage")
+        assert all(seconds > 0 for seconds in stages.values()), stages
+        assert sum(stages.values()) <= worker.total("northstar_batch_processing_seconds_sum"), stages
         per_reason = Counter(reason for _, _, reason in bad)
         assert worker.by_label("northstar_events_invalid_total", "reason") == {
             k: float(v) for k, v in per_reason.items()
