@@ -12,8 +12,9 @@ applied offset at the end (the units each variant's own code compiles: a
 state layout change gives them other fingerprints). ``--tree learning_users`` runs that example tree
 over its own simulated model instead of the education tree. Besides the
 rate it prints the worker's and Redis's CPU time per record
-(``/proc/<pid>/stat``, ``INFO cpu``), and the broker's (Tansu shares the
-cores): on a shared machine the rate moves with the load, CPU per record
+(``/proc/<pid>/stat``, ``INFO cpu``), the broker's (Tansu shares the
+cores), and the worker's time per batch in each stage
+(``northstar_batch_stage_seconds``): on a shared machine the rate moves with the load, CPU per record
 much less. Variants alternate, repeats interleave.
 """
 
@@ -146,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = time.monotonic() - started
                     redis_used = redis_cpu(client) - redis0
                     broker_used = cpu_seconds(broker_pid) - broker0
+                    stages = stage_summary(
+                        proc.by_label("northstar_batch_stage_seconds_sum", "stage"),
+                        proc.by_label("northstar_batch_stage_seconds_count", "stage"),
+                        seconds,
+                    )
                 finally:
                     proc.terminate()
                 print(
@@ -156,8 +162,30 @@ def main(argv: list[str] | None = None) -> int:
                     f"load {load_before:.2f} -> {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
+                if stages:
+                    print(f"{'':>16}  {stages}", flush=True)
                 store.delete_namespace()
     return 0
+
+
+STAGES = ("prepare", "verdicts", "aggregate", "apply")
+COMMIT_STAGES = ("verdicts", "aggregate", "apply")
+
+
+def stage_summary(sums: dict[str, float], counts: dict[str, float], seconds: float) -> str:
+    """One line from a worker's ``northstar_batch_stage_seconds`` (sums and
+    counts by stage) over a run of ``seconds``: the mean of each stage per
+    batch, and how many lanes were committing on average (the commit stages'
+    seconds per second: near the number of partitions, the lanes never
+    rested; docs/worker.md, "Which side limits a worker"). Empty when the
+    worker exports no stages (older code)."""
+    if not any(counts.get(s) for s in STAGES) or seconds <= 0:
+        return ""
+    means = ", ".join(
+        f"{s} {1000 * sums.get(s, 0.0) / counts[s]:.0f}" for s in STAGES if counts.get(s)
+    )
+    busy = sum(sums.get(s, 0.0) for s in COMMIT_STAGES) / seconds
+    return f"ms per batch: {means}; lanes committing {busy:.2f}"
 
 
 if __name__ == "__main__":

@@ -50,3 +50,11 @@ def test_each_variant_is_awaited_on_the_units_of_its_own_code(tmp_path) -> None:
     (broken / "__init__.py").write_text("raise ImportError('this checkout is broken')\n")
     with pytest.raises(RuntimeError, match="this checkout is broken"):
         compare.variant_units(str(tmp_path), tree_file)
+
+
+def test_stage_summary_reads_the_stage_histogram() -> None:
+    sums = {"prepare": 2.0, "verdicts": 3.0, "aggregate": 4.0, "apply": 5.0}
+    counts = {"prepare": 20.0, "verdicts": 20.0, "aggregate": 20.0, "apply": 20.0}
+    line = compare.stage_summary(sums, counts, seconds=8.0)
+    assert line == "ms per batch: prepare 100, verdicts 150, aggregate 200, apply 250; lanes committing 1.50"
+    assert compare.stage_summary({}, {}, 8.0) == ""  # older code: no stages exported
