@@ -39,6 +39,7 @@ from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated
 from streamer.state.store import Store
 from streamer.testing.worker import tree_on_topic, units_applied
 from streamer.windows.units import Unit
+from streamer.worker.metrics import STAGES
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -168,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-STAGES = ("prepare", "verdicts", "aggregate", "apply")
-COMMIT_STAGES = ("verdicts", "aggregate", "apply")
+COMMIT_STAGES = STAGES[1:]  # verdicts, aggregate, apply
 
 
 def stage_summary(sums: dict[str, float], counts: dict[str, float], seconds: float) -> str:

@@ -10,6 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+STAGES = ("prepare", "verdicts", "aggregate", "apply")
+"""The values of ``northstar_batch_stage_seconds``'s ``stage`` label: a
+batch's prepare, then its commit's three (``BatchResult.stages``)."""
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
