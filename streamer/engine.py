@@ -9,7 +9,9 @@ checks that offset atomically, so a re-delivered batch changes nothing.
 ``BatchApplier.prepare`` (decode, verdict requests, breakdown values to
 admit; CPU only) and ``BatchApplier.commit`` (the round trips, and the
 pre-aggregation, which needs the verdicts) are separate steps so that the
-worker can prepare batch k+1 while Redis applies batch k.
+worker can prepare batch k+1 while Redis applies batch k; with a
+``Courtesy`` (streamer/courtesy.py), ``prepare`` waits while a commit runs
+its Python.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from streamer.courtesy import Courtesy
 from streamer.events.decode import Decoder
 from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
@@ -32,6 +35,8 @@ from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
 
 MAX_CAS_RETRIES = 5
+PREPARE_CHUNK = 2_000
+"""Records decoded between two ``Courtesy.defer`` calls of ``prepare``."""
 PAIR_INLINE_ENDS = 16
 """A pair entity keeps up to this many claimable end times in its own hash
 field; beyond, in the unit's sorted set (state.md §7)."""
@@ -203,6 +208,8 @@ class BatchApplier:
         self.trees = [_TreeState(compile_tree(t)) for t in trees]
         self.units = [u for ts in self.trees for u in ts.plan.units]
         self.refresher = refresher
+        self.courtesy: Courtesy | None = None
+        """When set, ``prepare`` defers to commits' Python (streamer/courtesy.py)."""
 
     @property
     def plans(self) -> list[Plan]:
@@ -237,9 +244,18 @@ class BatchApplier:
         result = BatchResult()
         decoded: list[list[tuple[int, Event]]] = []
         raws = [raw for _, raw in records]
+        courtesy = self.courtesy
         for ts in self.trees:
             events: list[tuple[int, Event]] = []
-            for (offset, _), out in zip(records, ts.decoder.decode_batch(raws, now_ms), strict=True):
+            if courtesy is None:
+                outs = ts.decoder.decode_batch(raws, now_ms)
+            else:
+                outs = []
+                for start in range(0, len(raws), PREPARE_CHUNK):
+                    courtesy.defer()
+                    outs += ts.decoder.decode_batch(raws[start : start + PREPARE_CHUNK], now_ms)
+                courtesy.defer()
+            for (offset, _), out in zip(records, outs, strict=True):
                 if type(out) is Event:
                     events.append((offset, out))
                 elif ts is self.trees[0] and isinstance(out, Rejected):
@@ -285,64 +301,75 @@ class BatchApplier:
         )
         verdicts_done = time.perf_counter()
         waited = 0.0  # in round trips after the first
-        label_offsets: dict[str, list[int]] = {}
-        for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
-            bd.labeler.learn(values, [int(i) for i in indexes], int(size))
-            label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
+        # the Python from here until the apply is sent is the lane's chain: it goes first
+        urgent = self.courtesy
+        if urgent is not None:
+            urgent.enter()
+        try:
+            label_offsets: dict[str, list[int]] = {}
+            for (bd, values), (indexes, size, stored) in zip(admissions, labelled, strict=True):
+                bd.labeler.learn(values, [int(i) for i in indexes], int(size))
+                label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
 
-        accepted: list[list[tuple[int, Event]]] = []
-        watermarks: list[tuple[str, int]] = []
-        floors: dict[str, int | None] = {}
-        for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
-            name = ts.plan.tree.tree
-            # no start earlier than this can be accepted any more, in any partition
-            # with a watermark (a backfill's scratch watermarks do not bound the
-            # live ones: it forgets nothing)
-            floors[name] = None if lowest_wm is None or backfill is not None else lowest_wm - ts.plan.horizon_ms
-            kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
-            result.counts["accepted:" + name] += len(kept)
-            result.counts["late:" + name] += text.count("l")
-            result.counts["duplicate:" + name] += text.count("d")
-            accepted.append(kept)
-            wm = max((ev.time_ms for _, ev in kept), default=None)
-            if wm is not None and (stored_wm is None or wm > stored_wm):
-                watermarks.append((name, wm))
+            accepted: list[list[tuple[int, Event]]] = []
+            watermarks: list[tuple[str, int]] = []
+            floors: dict[str, int | None] = {}
+            for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
+                name = ts.plan.tree.tree
+                # no start earlier than this can be accepted any more, in any partition
+                # with a watermark (a backfill's scratch watermarks do not bound the
+                # live ones: it forgets nothing)
+                floors[name] = None if lowest_wm is None or backfill is not None else lowest_wm - ts.plan.horizon_ms
+                kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
+                result.counts["accepted:" + name] += len(kept)
+                result.counts["late:" + name] += text.count("l")
+                result.counts["duplicate:" + name] += text.count("d")
+                accepted.append(kept)
+                wm = max((ev.time_ms for _, ev in kept), default=None)
+                if wm is not None and (stored_wm is None or wm > stored_wm):
+                    watermarks.append((name, wm))
 
-        last = batch.last
-        targets = self._targets(accepted, offsets, label_offsets, last, backfill)
-        extra = self._refresh_extra(partition, accepted, admissions, backfill)
-        pending = [t for t in targets if t.due()]
-        for _ in range(MAX_CAS_RETRIES):
-            calls = []
-            memo: Memo = {}  # units over the same events share their counts
-            for t in pending:
-                payload = t.aggregator.payload(t.fresh(), memo) or {}
-                params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
-                calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
-            born = [] if backfill is not None else [
-                (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
-            ]
-            expire = self.refresher.due(((c[0], c[3]) for c in calls), extra) if self.refresher else []
-            sent = time.perf_counter()
-            ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
-            waited += time.perf_counter() - sent
-            failed = [t for t, good in zip(pending, ok, strict=True) if not good]
-            if not failed:
-                done = time.perf_counter()
-                result.stages = {
-                    "verdicts": verdicts_done - started,
-                    "aggregate": done - verdicts_done - waited,
-                    "apply": waited,
-                }
-                return result
-            sent = time.perf_counter()
-            fresh = self.store.applied_offsets([t.unit for t in failed], partition, field)
-            waited += time.perf_counter() - sent
-            for t, off in zip(failed, fresh, strict=True):
-                t.offset = off
-            pending = [t for t in failed if t.due()]
-        names = [t.unit.tag + t.unit.part for t in pending]
-        raise EngineError(f"units kept changing under us in partition {partition}: {names}")
+            last = batch.last
+            targets = self._targets(accepted, offsets, label_offsets, last, backfill)
+            extra = self._refresh_extra(partition, accepted, admissions, backfill)
+            pending = [t for t in targets if t.due()]
+            for _ in range(MAX_CAS_RETRIES):
+                calls = []
+                memo: Memo = {}  # units over the same events share their counts
+                for t in pending:
+                    payload = t.aggregator.payload(t.fresh(), memo) or {}
+                    params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
+                    calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
+                born = [] if backfill is not None else [
+                    (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
+                ]
+                expire = self.refresher.due(((c[0], c[3]) for c in calls), extra) if self.refresher else []
+                if urgent is not None:
+                    urgent.leave()
+                    urgent = None
+                sent = time.perf_counter()
+                ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
+                waited += time.perf_counter() - sent
+                failed = [t for t, good in zip(pending, ok, strict=True) if not good]
+                if not failed:
+                    done = time.perf_counter()
+                    result.stages = {
+                        "verdicts": verdicts_done - started,
+                        "aggregate": done - verdicts_done - waited,
+                        "apply": waited,
+                    }
+                    return result
+                sent = time.perf_counter()
+                fresh = self.store.applied_offsets([t.unit for t in failed], partition, field)
+                waited += time.perf_counter() - sent
+                for t, off in zip(failed, fresh, strict=True):
+                    t.offset = off
+                pending = [t for t in failed if t.due()]
+            names = [t.unit.tag + t.unit.part for t in pending]
+            raise EngineError(f"units kept changing under us in partition {partition}: {names}")
+        finally:
+            if urgent is not None:
+                urgent.leave()
 
     def _targets(
         self,

@@ -12,6 +12,7 @@ from typing import Any
 import mode
 from aiokafka.abc import ConsumerRebalanceListener
 
+from streamer.courtesy import Courtesy
 from streamer.engine import BatchApplier
 from streamer.kafka.lean import lean
 from streamer.spec.model import Tree
@@ -76,6 +77,8 @@ class EventService(mode.Service):
     def _applier(self, store: Store, trees: Sequence[Tree]) -> BatchApplier:
         applier = BatchApplier(store, trees)
         applier.refresher = Refresher(store.keys, applier.plans, self.settings.retention())
+        if self.settings.commit_first:
+            applier.courtesy = Courtesy()
         return applier
 
     async def on_start(self) -> None:

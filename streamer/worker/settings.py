@@ -99,6 +99,11 @@ class WorkerSettings(BaseSettings):
     gc_tuning: bool = True
     """Freeze start-up objects and collect the youngest generation less often
     (streamer/worker/gctune.py)."""
+    commit_first: bool = True
+    """Batch preparation waits (up to 50 ms at a time) while a lane's commit
+    runs its Python, so that the GIL goes to the chain the lane waits on
+    (streamer/courtesy.py; +9% events/s on average over ten interleaved
+    pairs of 1M-record runs, 8 of them in its favour)."""
     switch_interval_s: float = Field(default=0.001, gt=0, le=1)
     """The interpreter's thread switch interval (``sys.setswitchinterval``;
     Python's default is 0.005): how long a thread back from Redis may wait
