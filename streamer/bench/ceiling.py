@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from streamer.bench.cpu import Probe, per_event
+
 
 @dataclass(frozen=True)
 class Consumption:
@@ -31,29 +33,38 @@ class Consumption:
     seconds: float
     last_offsets: dict[int, int]
     """Offset of the last record read, per partition (the topic's end)."""
+    cpu: dict[str, float | None] | None = None
+    """CPU per record of this process, Redis and the broker (``cpu.per_event``), when probed."""
 
     @property
     def events_per_s(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def consume_rate(bootstrap: str, topic: str, records: int, timeout: float = 300.0) -> Consumption:
+def consume_rate(
+    bootstrap: str, topic: str, records: int, timeout: float = 300.0, probe: Probe | None = None
+) -> Consumption:
     """Read ``records`` records of ``topic`` from the beginning with aiokafka
-    batches and decode every value; timed from the first fetch to the last record."""
-    return asyncio.run(_consume(bootstrap, topic, records, timeout))
+    batches and decode every value; timed from the first fetch to the last
+    record (and the CPU of this process, Redis and the broker over the same
+    span when a ``probe`` is given)."""
+    return asyncio.run(_consume(bootstrap, topic, records, timeout, probe))
 
 
-async def _consume(bootstrap: str, topic: str, records: int, timeout: float) -> Consumption:
+async def _consume(bootstrap: str, topic: str, records: int, timeout: float, probe: Probe | None) -> Consumption:
     last: dict[int, int] = {}
     seen = 0
     loads = orjson.loads
+    before = probe.sample() if probe else None
     started = time.perf_counter()
     async for partition, batch in _batches(bootstrap, topic, records, timeout):
         for record in batch:
             loads(record.value)
         seen += len(batch)
         last[partition] = batch[-1].offset
-    return Consumption(seen, time.perf_counter() - started, last)
+    seconds = time.perf_counter() - started
+    cpu = per_event(before, probe.sample(), seen) if probe and before else None
+    return Consumption(seen, seconds, last, cpu)
 
 
 async def _batches(bootstrap: str, topic: str, records: int, timeout: float) -> AsyncIterator[tuple[int, list[Any]]]:
@@ -140,13 +151,17 @@ class Floor:
     """(user, UTC day) pairs in Redis afterwards (the distinct-count sets' sizes)."""
     starts: int
     """Users with a funnel start in Redis afterwards."""
+    cpu: dict[str, float | None] | None = None
+    """CPU per record of this process, Redis and the broker (``cpu.per_event``), when probed."""
 
     @property
     def events_per_s(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def floor_rate(bootstrap: str, topic: str, records: int, redis_url: str, timeout: float = 300.0) -> Floor:
+def floor_rate(
+    bootstrap: str, topic: str, records: int, redis_url: str, timeout: float = 300.0, probe: Probe | None = None
+) -> Floor:
     """The ceiling's loop plus, per partition batch, the least state the
     education tree needs in Redis: one script call that adds every insert id
     to a set answering per id (dedupe); one variadic ``SADD`` per UTC day of
@@ -156,12 +171,15 @@ def floor_rate(bootstrap: str, topic: str, records: int, redis_url: str, timeout
     starts of its lesson completers. Sums and counts per day, lateness,
     windows and exactly-once bookkeeping are left out. One batch's writes are in
     flight while the next batch is read and decoded; timed from the first
-    fetch to the last write's reply. Uses the keys ``bench:floor:*`` of
-    ``redis_url`` and deletes them afterwards."""
-    return asyncio.run(_floor(bootstrap, topic, records, redis_url, timeout))
+    fetch to the last write's reply (and the CPU of this process, Redis and
+    the broker over the same span when a ``probe`` is given). Uses the keys
+    ``bench:floor:*`` of ``redis_url`` and deletes them afterwards."""
+    return asyncio.run(_floor(bootstrap, topic, records, redis_url, timeout, probe))
 
 
-async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeout: float) -> Floor:
+async def _floor(
+    bootstrap: str, topic: str, records: int, redis_url: str, timeout: float, probe: Probe | None
+) -> Floor:
     import redis.asyncio as aredis
 
     client = aredis.from_url(redis_url)
@@ -185,6 +203,7 @@ async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeo
         seen = 0
         loads = orjson.loads
         in_flight: asyncio.Task[None] | None = None
+        before = probe.sample() if probe else None
         started = time.perf_counter()
         async for _, batch in _batches(bootstrap, topic, records, timeout):
             ids: list[Any] = []
@@ -209,11 +228,12 @@ async def _floor(bootstrap: str, topic: str, records: int, redis_url: str, timeo
         if in_flight is not None:
             await in_flight
         seconds = time.perf_counter() - started
+        cpu = per_event(before, probe.sample(), seen) if probe and before else None
         insert_ids = int(await client.scard(ids_key))
         user_days = 0
         async for key in client.scan_iter(match=f"{day_prefix}*", count=1000):
             user_days += int(await client.scard(key))
-        return Floor(seen, seconds, insert_ids, user_days, int(await client.hlen(start_key)))
+        return Floor(seen, seconds, insert_ids, user_days, int(await client.hlen(start_key)), cpu)
     finally:
         await _delete_floor_keys(client)
         await client.aclose()

@@ -33,26 +33,13 @@ from typing import Any
 import redis
 
 from streamer.bench import throughput
-from streamer.bench.redis_target import redis_cpu
+from streamer.bench.cpu import cpu_seconds, redis_cpu
 from streamer.bench.run import EDUCATION
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
 from streamer.testing.worker import tree_on_topic, units_applied
 from streamer.windows.units import Unit
 from streamer.worker.metrics import STAGES
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of ``pid`` so far (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, TypeError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
 
 _UNITS = (
     "import json, sys\n"

@@ -21,8 +21,3 @@ def bench_redis(url: str | None) -> Iterator[Any]:
     with RedisServer() as server:
         yield redis_from_url(server.url)
 
-
-def redis_cpu(client: Any) -> float:
-    """Redis's own CPU time so far (user + system seconds, ``INFO cpu``)."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

@@ -103,10 +103,46 @@ def targets(result: dict[str, Any], ratio: dict[str, float | None]) -> list[dict
     return out
 
 
+CPU_RUNS = (
+    ("ceiling", ("ceiling", "consume")),
+    ("floor", ("ceiling", "floor")),
+    ("northstar_one_worker", ("northstar", "one_worker")),
+)
+
+
+def cpu_budget(result: dict[str, Any]) -> dict[str, Any] | None:
+    """What the machine's cores allow: the CPU per event the ceiling target
+    leaves (``cores / (0.5 x ceiling)``: every process of the run together,
+    with every core busy all the time), and for the ceiling, the floor and
+    one worker their measured CPU per event and the rate it would allow on
+    the same cores with no idle time at all (``at_most_events_per_s``). A
+    run whose CPU per event exceeds the budget cannot reach the target on
+    this machine however well its processes overlap. None when the ceiling
+    or the core count is missing."""
+    cores = _get(result, "machine", "cpus")
+    ceiling_rate = _get(result, "ceiling", "consume", "events_per_s")
+    if not cores or not ceiling_rate:
+        return None
+    target_bound = next(bound for key, _, bound, _ in TARGETS if key == "northstar_vs_ceiling")
+    target = target_bound * float(ceiling_rate)
+    out: dict[str, Any] = {"cores": cores, "target_events_per_s": round(target, 1),
+                           "budget_us_per_event": round(cores / target * 1e6, 2)}
+    for name, path in CPU_RUNS:
+        cpu = _get(result, *path, "cpu")
+        total = (cpu or {}).get("total_us_per_event")
+        if not total:
+            continue
+        at_most = cores / total * 1e6
+        out[name] = {**cpu, "at_most_events_per_s": round(at_most, 1),
+                     "at_most_vs_ceiling": round(at_most / float(ceiling_rate), 3),
+                     "within_budget": total <= out["budget_us_per_event"]}
+    return out
+
+
 def finish(result: dict[str, Any]) -> dict[str, Any]:
-    """The result with ``ratios`` and ``targets`` added."""
+    """The result with ``ratios``, ``targets`` and ``cpu_budget`` added."""
     ratio = ratios(result)
-    return {**result, "ratios": ratio, "targets": targets(result, ratio)}
+    return {**result, "ratios": ratio, "targets": targets(result, ratio), "cpu_budget": cpu_budget(result)}
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -188,6 +224,20 @@ def table(result: dict[str, Any]) -> str:
         f"{g('restart', 'northstar', 'kill_to_processing_s')} s", " s")
     row("restart faust peer (changelog)", g("restart", "faust", "kill_to_processing_s"),
         f"killed after {_fmt(g('restart', 'faust', 'killed_after_records'))} records", " s")
+    budget = result.get("cpu_budget") or {}
+    if budget:
+        row("CPU budget at the ceiling target", budget["budget_us_per_event"],
+            f"{budget['cores']} cores at {_fmt(budget['target_events_per_s'])} ev/s, every process together",
+            " us/ev")
+    for name, _ in CPU_RUNS:
+        cpu = budget.get(name)
+        if cpu:
+            broker = cpu.get("broker_us_per_event")
+            row(f"CPU per event, {name.replace('_', ' ')}", cpu["total_us_per_event"],
+                f"client {_fmt(cpu['client_us_per_event'])} + redis {_fmt(cpu['redis_us_per_event'])} + broker "
+                f"{_fmt(broker)}; {_fmt(cpu['cores_busy'])} cores busy; all cores busy: at most "
+                f"{_fmt(cpu['at_most_events_per_s'])} ev/s ({_fmt(cpu['at_most_vs_ceiling'])} of the ceiling)",
+                " us/ev")
     for name, value in (result.get("ratios") or {}).items():
         row(f"ratio {name}", value)
     width = max(len(r[0]) for r in rows)

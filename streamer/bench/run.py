@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.bench import ceiling, evaluation, freshness, memory, peers, restart, throughput
+from streamer.bench.cpu import Probe
 from streamer.bench.sections import PEER_NAMES, SECTIONS
 from streamer.bench.workload import Workload, education_workload, fill_topic
 from streamer.spec.model import Tree
@@ -129,19 +130,21 @@ def _tansu_version() -> str | None:
 
 
 @contextlib.contextmanager
-def _services(config: BenchConfig, workdir: Path) -> Iterator[tuple[str, str, str, str]]:
-    """(bootstrap, broker description, workers' Redis URL, scratch Redis URL)."""
+def _services(config: BenchConfig, workdir: Path) -> Iterator[tuple[str, str, int | None, str, str]]:
+    """(bootstrap, broker description, broker pid or None when external,
+    workers' Redis URL, scratch Redis URL)."""
     from streamer.testing import RedisServer, TansuBroker
 
     with contextlib.ExitStack() as stack:
+        broker_pid: int | None = None
         if config.kafka:
             bootstrap, broker = config.kafka, f"external ({config.kafka})"
         else:
             tansu = stack.enter_context(TansuBroker(workdir / "tansu"))
-            bootstrap, broker = tansu.bootstrap, _tansu_version() or "tansu"
+            bootstrap, broker, broker_pid = tansu.bootstrap, _tansu_version() or "tansu", tansu.pid
         main = stack.enter_context(RedisServer(workdir / "redis"))
         scratch = stack.enter_context(RedisServer(workdir / "redis-scratch"))
-        yield bootstrap, broker, main.url, scratch.url
+        yield bootstrap, broker, broker_pid, main.url, scratch.url
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -153,12 +156,12 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
         "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
-    with _services(config, workdir) as (bootstrap, broker, main_url, scratch_url):
+    with _services(config, workdir) as (bootstrap, broker, broker_pid, main_url, scratch_url):
         client = redis_from_url(main_url)
         scratch = redis_from_url(scratch_url)
         result["machine"]["broker"] = broker
         result["machine"]["redis"] = client.info("server")["redis_version"]
-        ctx = _Context(config, throughput.Services(bootstrap, main_url, workdir), client, scratch, log, result)
+        ctx = _Context(config, throughput.Services(bootstrap, main_url, workdir, broker_pid), client, scratch, log, result)
         main_load = None
         if {"ceiling", "northstar", "freshness"} & set(config.sections) or config.peers_on_main:
             main_load = _main_topic(ctx)
@@ -198,20 +201,22 @@ def _main_topic(ctx: _Context) -> tuple[Workload, str, dict[int, int]]:
 def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
     load, topic, ends = main
     ctx.log("ceiling: aiokafka getmany + orjson")
-    consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines))
+    probe = Probe(ctx.client, ctx.services.broker_pid)  # this process, Redis, the broker
+    consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines), probe=probe)
     if consumed.last_offsets != ends:
         raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
     writes = ceiling.redis_pipeline_rate(ctx.client)
     ctx.log("floor: the ceiling's loop + the least Redis state the tree needs")
-    floor = ceiling.floor_rate(ctx.services.bootstrap, topic, len(load.lines), ctx.services.redis_url)
+    floor = ceiling.floor_rate(ctx.services.bootstrap, topic, len(load.lines), ctx.services.redis_url, probe=probe)
     ctx.result["ceiling"] = {
         "consume": {"records": consumed.records, "seconds": round(consumed.seconds, 3),
-                    "events_per_s": round(consumed.events_per_s, 1), "max_records": 10_000},
+                    "events_per_s": round(consumed.events_per_s, 1), "max_records": 10_000,
+                    "cpu": consumed.cpu},
         "redis_pipeline": {"command": "HINCRBY", "pipeline": writes.pipeline, "commands": writes.commands,
                            "commands_per_s": round(writes.commands_per_s, 1)},
         "floor": {"records": floor.records, "seconds": round(floor.seconds, 3),
                   "events_per_s": round(floor.events_per_s, 1), "insert_ids": floor.insert_ids,
-                  "user_days": floor.user_days, "starts": floor.starts},
+                  "user_days": floor.user_days, "starts": floor.starts, "cpu": floor.cpu},
     }
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import streamer.state.scripts as scripts
-from streamer.bench.redis_target import bench_redis, redis_cpu
+from streamer.bench.cpu import redis_cpu
+from streamer.bench.redis_target import bench_redis
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, simulated_workload
 from streamer.engine import BatchApplier
 from streamer.state.store import Store

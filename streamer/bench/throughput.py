@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.bench.cpu import Probe, per_event
 from streamer.spec.model import Tree
 from streamer.state.store import Store
 from streamer.testing.worker import WorkerProcess, all_applied
@@ -28,6 +29,8 @@ class Services:
     bootstrap: str
     redis_url: str
     workdir: Path
+    broker_pid: int | None = None
+    """The broker's process when the bench started it (its CPU is measured), else None."""
 
 
 @dataclass
@@ -37,6 +40,8 @@ class RunResult:
     seconds: float
     startup_s: float
     rss_max_mib: list[float] = field(default_factory=list)
+    cpu: dict[str, float | None] | None = None
+    """CPU per record of the workers, Redis and the broker (``cpu.per_event``)."""
 
     @property
     def events_per_s(self) -> float:
@@ -46,7 +51,7 @@ class RunResult:
         return {
             "workers": self.workers, "records": self.records, "seconds": round(self.seconds, 3),
             "events_per_s": round(self.events_per_s, 1), "startup_s": round(self.startup_s, 2),
-            "worker_rss_max_mib": [round(x, 1) for x in self.rss_max_mib],
+            "worker_rss_max_mib": [round(x, 1) for x in self.rss_max_mib], "cpu": self.cpu,
         }
 
 
@@ -111,6 +116,8 @@ def run_workers(
             p.launch()
         procs[0].wait_ready()
         ready = time.monotonic()
+        probe = Probe(client, services.broker_pid, [p.pid for p in procs])
+        before = probe.sample()
         rss = [0.0] * workers
 
         def done() -> bool:
@@ -120,7 +127,9 @@ def run_workers(
 
         procs[0].wait_for(done, timeout, "every record applied")
         finished = time.monotonic()
+        records = sum(e + 1 for e in ends.values())
+        cpu = per_event(before, probe.sample(), records)
     finally:
         for p in procs:
             p.terminate()
-    return RunResult(workers, sum(e + 1 for e in ends.values()), finished - ready, ready - launched, rss)
+    return RunResult(workers, records, finished - ready, ready - launched, rss, cpu)

@@ -416,6 +416,7 @@ def pipeline(tree: str) -> list[PanelBuilder]:
         f"(rate(northstar_batch_processing_seconds_bucket[{RATE_INTERVAL}])))"
     )
     evaluated = snapshot("northstar_snapshot_evaluated_timestamp_seconds", "tree", tree=tree)
+    stages = f"sum by (stage) (rate(northstar_batch_stage_seconds_sum[{RATE_INTERVAL}]))"
     return [
         graph("Events accepted /s", "Events applied to the tree's state, per second.", "reqps")
         .with_target(target(accepted, "{{tree}}"))
@@ -450,4 +451,14 @@ def pipeline(tree: str) -> list[PanelBuilder]:
         .mappings(_value_map({"0": ("DOWN", _RED), "1": ("UP", _GREEN)}))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .span(8),
+        graph(
+            "Write path by stage",
+            "Seconds per second the workers' lanes spend in each stage of a batch: prepare "
+            "(decode, verdict requests), verdicts (round trip 1), aggregate (Python between the "
+            "round trips), apply (round trip 2). Near the number of partitions: the lanes never "
+            "rest; the largest stage is where a faster worker must start (docs/worker.md).",
+            "short",
+        )
+        .with_target(target(stages, "{{stage}}"))
+        .span(24),
     ]

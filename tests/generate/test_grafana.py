@@ -233,6 +233,7 @@ def test_the_pipeline_row_shows_events_lag_and_invalid_by_reason() -> None:
     assert "sum(northstar_consumer_lag_records)" in exprs
     assert any(e.startswith("sum by (reason) (rate(northstar_events_invalid_total") for e in exprs)
     assert any("northstar_batch_processing_seconds_bucket" in e for e in exprs)
+    assert "sum by (stage) (rate(northstar_batch_stage_seconds_sum[$__rate_interval]))" in exprs
 
 
 # --------------------------------------------------------------------------- squad boards

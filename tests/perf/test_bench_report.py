@@ -47,3 +47,38 @@ def test_a_peer_with_other_values_voids_its_ratio() -> None:
     done = finish(result)
     assert done["ratios"]["northstar_vs_faust_same_events"] is None
     assert _target(done, "northstar_vs_faust_same_events")["status"] == "n/a"
+
+
+def _cpu(total: float) -> dict[str, float]:
+    return {"client_us_per_event": total / 2, "redis_us_per_event": total / 2, "broker_us_per_event": 0.0,
+            "total_us_per_event": total, "cores_busy": 1.5}
+
+
+def test_the_cpu_budget_says_what_the_cores_allow() -> None:
+    result = _result(None)
+    result["machine"] = {"cpus": 2}
+    result["ceiling"]["consume"]["cpu"] = _cpu(8.0)
+    result["ceiling"]["floor"] = {"events_per_s": 70_000.0, "cpu": _cpu(20.0)}
+    result["northstar"]["one_worker"]["cpu"] = _cpu(40.0)
+    budget = finish(result)["cpu_budget"]
+    # 50% of a 180k/s ceiling on 2 cores: 2 s of CPU per 90k events
+    assert budget["target_events_per_s"] == 90_000.0
+    assert budget["budget_us_per_event"] == 22.22
+    assert budget["floor"]["at_most_events_per_s"] == 100_000.0  # 2 cores / 20 us
+    assert budget["floor"]["within_budget"] is True
+    assert budget["northstar_one_worker"]["at_most_events_per_s"] == 50_000.0
+    assert budget["northstar_one_worker"]["at_most_vs_ceiling"] == 0.278
+    assert budget["northstar_one_worker"]["within_budget"] is False
+    assert budget["ceiling"]["at_most_vs_ceiling"] == 1.389
+
+
+def test_no_cpu_budget_without_a_ceiling_or_cores() -> None:
+    assert finish(_result(None))["cpu_budget"] is None  # no machine.cpus
+    result = _result(None)
+    result["machine"] = {"cpus": 2}
+    del result["ceiling"]
+    assert finish(result)["cpu_budget"] is None
+    result = _result(None)
+    result["machine"] = {"cpus": 2}
+    budget = finish(result)["cpu_budget"]
+    assert budget["budget_us_per_event"] == 22.22 and "northstar_one_worker" not in budget  # no CPU measured
