@@ -11,7 +11,8 @@ Redis, timed like ``throughput.py`` from owning partitions to every unit's
 applied offset at the end (the units each variant's own code compiles: a
 state layout change gives them other fingerprints). ``--tree learning_users`` runs that example tree
 over its own simulated model instead of the education tree. Besides the
-rate it prints the worker's and Redis's CPU time per record
+rate it prints the worker's and Redis's CPU time per record and the worker's
+peak RSS
 (``/proc/<pid>/stat``, ``INFO cpu``), the broker's (Tansu shares the
 cores), and the worker's time per batch in each stage
 (``northstar_batch_stage_seconds``): on a shared machine the rate moves with the load, CPU per record
@@ -123,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait_ready()
                     started, cpu0, redis0 = time.monotonic(), cpu_seconds(proc.pid), redis_cpu(client)
                     broker0 = cpu_seconds(broker_pid)
-                    last = [cpu0]
+                    last, rss = [cpu0], [0.0]
 
                     def done(
-                        proc: Any = proc, store: Store = store, last: list[float] = last, mine: Any = units[path]
+                        proc: Any = proc, store: Store = store, last: list[float] = last, mine: Any = units[path],
+                        rss: list[float] = rss,
                     ) -> bool:
                         last[0] = cpu_seconds(proc.pid) or last[0]
+                        rss[0] = max(rss[0], throughput.rss_mib(proc.pid) or 0.0)
                         return units_applied(store, mine, topic, ends)
 
                     proc.wait_for(done, 3600, "every record applied")
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{label:>16}: {records / seconds:9,.0f} records/s {seconds:7.2f} s  "
                     f"worker {(last[0] - cpu0) / records * 1e6:5.1f} us/record  "
                     f"redis {redis_used / records * 1e6:5.1f} us/record  "
-                    f"broker {broker_used / records * 1e6:5.1f} us/record  "
+                    f"broker {broker_used / records * 1e6:5.1f} us/record  RSS {rss[0]:4.0f} MiB  "
                     f"load {load_before:.2f} -> {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
