@@ -119,6 +119,9 @@ class EventConsumer:
         """Fetch again only while fewer records than this are fetched and not committed."""
         self.serial = self.max_inflight <= max_records
         self.healthy = True
+        self._outages = 0
+        """Redis failures seen so far, by any lane: a success counts as Redis
+        being back only when none was seen since its call began."""
         self._stopping = False
         self._positions: dict[Any, int] = {}
         self._lanes: dict[Any, _Lane] = {}
@@ -273,16 +276,21 @@ class EventConsumer:
         partition = partition_id(batch.tp.topic, batch.tp.partition)
         delay = 0.1
         while True:
+            outages = self._outages
             try:
                 if batch.prepared is None:  # again, after an outage: with the clock of now
                     batch.prepared = await self._prepare(batch)
                 result = await asyncio.to_thread(applier.commit, partition, batch.prepared)
-                if not self.healthy:
-                    logger.warning("Redis reachable again; resuming")
-                self.healthy = True
-                self.metrics.redis_up.set(1)
+                # a call that began before another lane saw Redis fail may
+                # have been answered before Redis went: it says nothing of now
+                if self._outages == outages:
+                    if not self.healthy:
+                        logger.warning("Redis reachable again; resuming")
+                    self.healthy = True
+                    self.metrics.redis_up.set(1)
                 return result
             except _REDIS_DOWN as exc:
+                self._outages += 1
                 if self.healthy:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False

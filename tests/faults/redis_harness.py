@@ -244,17 +244,26 @@ def check_held(
     group: str,
     topics: list[str],
 ) -> None:
-    """While Redis is down: probes say so, nothing is counted, nothing committed."""
+    """While Redis is down: probes say so, and nothing is counted or committed
+    beyond the batches Redis answered before it went. One lane's commit can
+    return after another lane saw the outage (the worker's detection): at
+    most one such batch per lane, committed because its writes are in Redis."""
     redis_up, events, batches = read_state(worker)
     assert redis_up == 0, f"northstar_redis_up {redis_up} while Redis is down"
-    assert (events, batches) == at_detection[1:], (
-        f"the worker advanced while Redis was down: records/batches {at_detection[1:]} -> {(events, batches)}"
+    lanes = int(worker.total("northstar_assigned_partitions"))
+    landed = batches - at_detection[2]
+    assert 0 <= landed <= lanes and (landed == 0) == (events == at_detection[1]), (
+        f"the worker advanced while Redis was down: records/batches {at_detection[1:]} -> "
+        f"{(events, batches)}, more than one batch per lane ({lanes})"
     )
     status, body = worker.probe("/readyz")
     assert (status, body["reason"], body["redis_up"]) == (503, "redis_unavailable", False), body
     assert worker.probe("/healthz")[0] == 200
     now = committed_offsets(client, group, topics)
-    assert now == committed, f"offsets committed while Redis was down: {committed} -> {now}"
+    moved = {tp for tp in now if now[tp] != committed.get(tp)}
+    assert len(moved) <= landed and all(now[tp] > committed.get(tp, -1) for tp in moved), (
+        f"offsets committed while Redis was down: {committed} -> {now} ({landed} batches landed)"
+    )
 
 
 def now_ms() -> int:

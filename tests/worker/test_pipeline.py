@@ -327,3 +327,67 @@ def test_a_lane_error_is_raised_from_run(redis_client: redis.Redis) -> None:
 
     asyncio.run(scenario())
     assert consumer.commits == {}
+
+
+class OutageApplier(BatchApplier):
+    """Partition 0's first commit is written to Redis, then returns only once
+    the consumer saw partition 1's commit fail (Redis went away meanwhile);
+    partition 1's retry waits for ``back``."""
+
+    def __init__(self, store: Store, trees: Any) -> None:
+        super().__init__(store, trees)
+        self.written = threading.Event()
+        self.back = threading.Event()
+        self.events: EventConsumer | None = None
+        self.calls_1 = 0
+
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+        if partition == partition_id(TOPIC, 0):
+            result = super().commit(partition, batch)
+            self.written.set()
+            deadline = time.monotonic() + 10
+            while self.events is not None and self.events.healthy and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return result
+        self.calls_1 += 1
+        if self.calls_1 == 1:
+            self.written.wait(10)
+            raise redis.exceptions.ConnectionError("Redis went away")
+        self.back.wait(10)
+        return super().commit(partition, batch)
+
+
+def test_a_reply_from_before_an_outage_does_not_mark_redis_up(redis_client: redis.Redis) -> None:
+    """One lane's commit answered just before Redis went, returning after
+    another lane saw it gone, says nothing about Redis now: the worker stays
+    unhealthy (``/readyz``, ``northstar_redis_up``) until a call made since
+    succeeds. The batch itself is committed: its writes are in Redis."""
+    tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
+    log: list[tuple[Any, ...]] = []
+    applier = OutageApplier(Store(redis_client, namespace="outage"), [example("education")])
+    consumer = ScriptedConsumer([], log)
+    events = _consumer(consumer, applier)
+    applier.events = events
+
+    def redis_up() -> float | None:
+        return events.metrics.registry.get_sample_value("northstar_redis_up")
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(events.run())
+        for tp in tps:
+            events.submit(tp, _batches(_lines(100, seed=40 + tp.partition), 100)[0])
+        deadline = time.monotonic() + 15
+        while tps[0] not in consumer.commits:
+            assert time.monotonic() < deadline, "partition 0's batch was never committed"
+            await asyncio.sleep(0.005)
+        assert consumer.commits[tps[0]] == [100]
+        assert events.healthy is False and redis_up() == 0
+        applier.back.set()
+        while tps[1] not in consumer.commits:
+            assert time.monotonic() < deadline, "partition 1's retry was never committed"
+            await asyncio.sleep(0.005)
+        assert events.healthy is True and redis_up() == 1
+        events.stop()
+        await asyncio.wait_for(runner, 15)
+
+    asyncio.run(scenario())
