@@ -27,14 +27,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from streamer.bench import throughput
-from streamer.bench.cpu import cpu_seconds, redis_cpu
+from streamer.bench.cpu import Probe, per_event
 from streamer.bench.run import EDUCATION
 from streamer.bench.workload import MODEL_EVENTS_PER_USER, fill_topic, simulated_workload
 from streamer.state.store import Store
@@ -122,22 +121,20 @@ def main(argv: list[str] | None = None) -> int:
                         os.environ["PYTHONPATH"] = saved
                 try:
                     proc.wait_ready()
-                    started, cpu0, redis0 = time.monotonic(), cpu_seconds(proc.pid), redis_cpu(client)
-                    broker0 = cpu_seconds(broker_pid)
-                    last, rss = [cpu0], [0.0]
+                    probe = Probe(client, broker_pid, [proc.pid])
+                    before = probe.sample()
+                    rss = [0.0]
 
                     def done(
-                        proc: Any = proc, store: Store = store, last: list[float] = last, mine: Any = units[path],
-                        rss: list[float] = rss,
+                        proc: Any = proc, store: Store = store, mine: Any = units[path], rss: list[float] = rss,
                     ) -> bool:
-                        last[0] = cpu_seconds(proc.pid) or last[0]
                         rss[0] = max(rss[0], throughput.rss_mib(proc.pid) or 0.0)
                         return units_applied(store, mine, topic, ends)
 
                     proc.wait_for(done, 3600, "every record applied")
-                    seconds = time.monotonic() - started
-                    redis_used = redis_cpu(client) - redis0
-                    broker_used = cpu_seconds(broker_pid) - broker0
+                    after = probe.sample()  # the worker still runs: stopped below
+                    seconds = after.at - before.at
+                    cpu = per_event(before, after, records)
                     stages = stage_summary(
                         proc.by_label("northstar_batch_stage_seconds_sum", "stage"),
                         proc.by_label("northstar_batch_stage_seconds_count", "stage"),
@@ -147,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     proc.terminate()
                 print(
                     f"{label:>16}: {records / seconds:9,.0f} records/s {seconds:7.2f} s  "
-                    f"worker {(last[0] - cpu0) / records * 1e6:5.1f} us/record  "
-                    f"redis {redis_used / records * 1e6:5.1f} us/record  "
-                    f"broker {broker_used / records * 1e6:5.1f} us/record  RSS {rss[0]:4.0f} MiB  "
+                    f"worker {cpu['client_us_per_event']:5.1f} us/record  "
+                    f"redis {cpu['redis_us_per_event']:5.1f} us/record  "
+                    f"broker {cpu['broker_us_per_event']:5.1f} us/record  RSS {rss[0]:4.0f} MiB  "
                     f"load {load_before:.2f} -> {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
