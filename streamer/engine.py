@@ -32,7 +32,7 @@ from streamer.state.expiry import Refresher
 from streamer.state.store import Store, backfill_field
 from streamer.windows.aggregate import Aggregator, Memo
 from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
-from streamer.windows.units import Plan, Unit, compile_tree, entity_mode
+from streamer.windows.units import Plan, Unit, compile_tree, days_are_buckets, entity_mode
 
 MAX_CAS_RETRIES = 5
 PREPARE_CHUNK = 2_000
@@ -70,7 +70,10 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
     p = unit.params
     if unit.kind == "entity":
         mode = entity_mode(unit, plan.resolution_ms)
-        return {"w": p["w"], "n": p["n"], "m": p["group"][1] if p["group"] else None, "mode": mode}
+        params = {"w": p["w"], "n": p["n"], "m": p["group"][1] if p["group"] else None, "mode": mode}
+        if days_are_buckets(unit, plan.resolution_ms):
+            params["split"] = 1  # "e" holds per-entity ops: the script appends the day
+        return params
     if unit.kind == "retention":
         return {"w": p["w"]}
     if unit.kind == "pair":

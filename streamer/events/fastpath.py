@@ -3,9 +3,11 @@
 ``orjson.loads`` builds every object of a message as a ``dict`` and
 ``shapes.amplitude`` then picks the fields out of it: ~3 us per event here,
 more than everything a worker does with the event afterwards. msgspec decodes
-into a typed struct instead: fields the shape does not read are skipped, the
-types and ranges the shape would check are checked in C, about 1 us per event
-(``python -m streamer.bench.decode``).
+straight into the ``Event`` instead (its annotations and ``rename`` are the
+Amplitude fields, ``streamer/events/types.py``): fields the shape does not
+read are skipped, the types and ranges the shape would check are checked in
+C, about 1 us per event (``python -m streamer.bench.decode``), and no struct
+is made in between.
 
 It takes only messages it reads exactly as ``orjson.loads`` +
 ``shapes.amplitude`` would, and returns None for any other, which the caller
@@ -30,48 +32,13 @@ on this path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+from typing import Final
 
 import msgspec
 
-from streamer.events.timeparse import MAX_MS
-from streamer.events.types import Event
+from streamer.events.types import DEPTH, Event
 
-DEPTH: Final = 3
-"""Objects and arrays nested within a property value that the fast path
-takes (``{"a": [[{}]]}`` is 3 deep)."""
-
-_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_Scalar = Union[None, bool, _Int, float, str]  # noqa: UP007 (msgspec reads the runtime union)
-
-
-def _value_type(depth: int) -> Any:
-    """A JSON value with containers at most ``depth`` deep and int64 integers."""
-    if depth == 0:
-        return _Scalar
-    inner = _value_type(depth - 1)
-    return Union[None, bool, _Int, float, str, list[inner], dict[str, inner]]  # type: ignore[valid-type]  # noqa: UP007
-
-
-if TYPE_CHECKING:
-    _Value = Any
-else:
-    _Value = _value_type(DEPTH)
-_Text = Annotated[str, msgspec.Meta(min_length=1)]
-_Time = Annotated[int, msgspec.Meta(ge=0, le=MAX_MS)]
-
-
-class _Amplitude(msgspec.Struct, gc=False):
-    """The fields ``shapes.amplitude`` reads, in the types it takes as they
-    are (an empty ``insert_id`` would be None: the general path makes it so)."""
-
-    event_type: _Text
-    user_id: _Text
-    time: _Time
-    insert_id: _Text | None = None
-    event_properties: dict[str, _Value] = {}
-    user_properties: dict[str, _Value] = {}
-    groups: dict[str, _Value] = {}
+__all__ = ["DEPTH", "AmplitudeFast"]
 
 
 _ERRORS: Final = (msgspec.DecodeError, RecursionError)
@@ -96,18 +63,16 @@ class AmplitudeFast:
     __slots__ = ("_decode",)
 
     def __init__(self) -> None:
-        self._decode = msgspec.json.Decoder(_Amplitude).decode
+        self._decode = msgspec.json.Decoder(Event).decode
 
     def __call__(self, raw: bytes, max_ms: int) -> Event | None:
         if not raw.isascii() and not _utf8(raw):
             return None
         try:
-            a = self._decode(raw)
+            event = self._decode(raw)
         except _ERRORS:
             return None
-        if a.time > max_ms:
-            return None
-        return Event(a.event_type, a.user_id, a.time, a.insert_id, a.event_properties, a.groups, a.user_properties)
+        return None if event.time_ms > max_ms else event
 
     def batch(
         self, raws: Sequence[bytes], max_ms: int, max_bytes: int
@@ -125,14 +90,14 @@ class AmplitudeFast:
                 missed += 1
                 continue
             try:
-                a = decode(raw)
+                event = decode(raw)
             except _ERRORS:
                 append(None)
                 missed += 1
                 continue
-            if a.time > max_ms:
+            if event.time_ms > max_ms:
                 append(None)
                 missed += 1
             else:
-                append(Event(a.event_type, a.user_id, a.time, a.insert_id, a.event_properties, a.groups, a.user_properties))
+                append(event)
         return out, missed

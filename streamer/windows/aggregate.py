@@ -15,12 +15,15 @@ from typing import Any
 
 from streamer.events.fields import entity_key, field_reader
 from streamer.events.types import Event
-from streamer.windows.filters import compile_filter, is_number
-from streamer.windows.units import Unit
+from streamer.windows.filters import compile_filter, is_number, names_only
+from streamer.windows.units import Unit, days_are_buckets
 
 DAY_MS = 86_400_000
 Payload = dict[str, Any]
 Memo = dict[tuple[Any, ...], tuple[Sequence[Event], Any]]
+Counts = dict[str, list[int]]
+"""Per entity, its buckets and their events flat: ``[b, c, b, c, ...]``
+(buckets in the order first seen), as the scripts' payloads carry them."""
 """What the units of one batch share: their per-entity counts of the same
 events under the same filter and key (see ``Aggregator.payload``)."""
 
@@ -40,9 +43,16 @@ class Aggregator:
         self.unit = unit
         self.r = resolution_ms
         self.matchers = {name: compile_filter(flt) for name, flt in unit.filters.items()}
+        self._names = {name: names_only(flt) for name, flt in unit.filters.items()}
+        """Per filter, its names when a name test is all it does (else None)."""
         self.names = reads_names(unit)
         self._readers: dict[str, Callable[[Event], Any]] = {}
         self._build: Callable[[Sequence[Event], Memo | None], Payload] = getattr(self, "_" + unit.kind)
+        self._per_day = bool(unit.params.get("per_day")) and not (
+            unit.kind == "entity" and days_are_buckets(unit, resolution_ms)
+        )
+        """Whether the payload's entities are ``entity\x1fday`` keys (False when
+        the script makes them from the bucket, ``days_are_buckets``)."""
         flt = unit.filters.get("f")
         # units whose entity counts are the same function of the same events
         self._counts_key = None if flt is None else (
@@ -77,11 +87,12 @@ class Aggregator:
             return f"{key}\x1f{event.time_ms // DAY_MS}"
         return key
 
-    def _entity_counts(self, events: Sequence[Event], memo: Memo | None) -> dict[str, dict[int, int]]:
-        """{entity: {bucket: events}} of the matching events."""
-        return self._counts(events, memo, bool(self.unit.params.get("per_day")))
+    def _entity_counts(self, events: Sequence[Event], memo: Memo | None) -> Counts:
+        """{entity: [bucket, events, ...]} of the matching events (entity and day per
+        entity when the payload's entities are per day)."""
+        return self._counts(events, memo, self._per_day)
 
-    def _counts(self, events: Sequence[Event], memo: Memo | None, per_day: bool) -> dict[str, dict[int, int]]:
+    def _counts(self, events: Sequence[Event], memo: Memo | None, per_day: bool) -> Counts:
         """``_count`` through ``memo``: per-day counts derived from per-entity ones
         when days are whole buckets."""
         if memo is None or self._counts_key is None:
@@ -94,30 +105,47 @@ class Aggregator:
             else:
                 counts = self._count(events, per_day)
             got = memo[key] = (events, counts)  # the events kept alive: their id is in the key
-        counts_: dict[str, dict[int, int]] = got[1]
+        counts_: Counts = got[1]
         return counts_
 
-    def _count(self, events: Sequence[Event], per_day: bool) -> dict[str, dict[int, int]]:
-        match = self.matchers["f"]
+    def _count(self, events: Sequence[Event], per_day: bool) -> Counts:
         r = self.r
         ref = self.unit.params["entity"]
-        counts: dict[str, dict[int, int]] = {}
+        names = self._names["f"]
+        counts: Counts = {}
+        if names is not None and ref == "user" and not per_day:
+            # the usual case, inline: a name test, the user (the decoders only
+            # make non-empty strings of users), and most often the bucket of
+            # the user's previous event
+            for event in events:
+                if event.name in names:
+                    b = event.time_ms // r
+                    flat = counts.get(event.user)
+                    if flat is None:
+                        counts[event.user] = [b, 1]
+                    elif flat[-2] == b:
+                        flat[-1] += 1
+                    else:
+                        _add(flat, b)
+            return counts
+        match = self.matchers["f"]
         for event in events:
             if not match(event):
                 continue
-            # the decoders only make non-empty strings of users
             key = event.user if ref == "user" else self._key(event, ref)
             if key is None:
                 continue
             t = event.time_ms
             if per_day:
                 key = f"{key}\x1f{t // DAY_MS}"
-            buckets = counts.get(key)
-            if buckets is None:
-                counts[key] = {t // r: 1}
+            b = t // r
+            flat = counts.get(key)
+            if flat is None:
+                counts[key] = [b, 1]
+            elif flat[-2] == b:
+                flat[-1] += 1
             else:
-                b = t // r
-                buckets[b] = buckets.get(b, 0) + 1
+                _add(flat, b)
         return counts
 
     def _latest_groups(self, events: Sequence[Event], owner_ref: str, group_ref: str) -> list[list[Any]]:
@@ -170,17 +198,12 @@ class Aggregator:
     def _entity_ops(self, events: Sequence[Event], memo: Memo | None) -> list[list[Any]]:
         """[[entity, [bucket, count, ...]], ...]: shared through ``memo`` like the counts."""
         key = None if memo is None or self._counts_key is None else (
-            "ops", id(events), bool(self.unit.params.get("per_day")), *self._counts_key
+            "ops", id(events), self._per_day, *self._counts_key
         )
         if key is not None and memo is not None and key in memo:
             ops_: list[list[Any]] = memo[key][1]
             return ops_
-        ops = []
-        for entity, buckets in self._entity_counts(events, memo).items():
-            flat: list[int] = []
-            for b, c in buckets.items():
-                flat += (b, c)
-            ops.append([entity, flat])
+        ops = [[entity, flat] for entity, flat in self._entity_counts(events, memo).items()]
         if key is not None and memo is not None:
             memo[key] = (events, ops)
         return ops
@@ -199,21 +222,31 @@ class Aggregator:
 
     def _pair(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         start, end = self.matchers["start"], self.matchers["end"]
+        start_names, end_names = self._names["start"], self._names["end"]
         ref = self.unit.params["entity"]
         firsts: dict[str, int] = {}
-        ends: dict[str, list[int]] = defaultdict(list)
+        ends: dict[str, list[int]] = {}
         for event in events:
-            is_start, is_end = start(event), end(event)
+            name = event.name
+            is_start = name in start_names if start_names is not None else start(event)
+            is_end = name in end_names if end_names is not None else end(event)
             if not (is_start or is_end):
                 continue
-            key = self._key(event, ref)
+            key = event.user if ref == "user" else self._key(event, ref)
             if key is None:
                 continue
-            if is_start and (key not in firsts or event.time_ms < firsts[key]):
-                firsts[key] = event.time_ms
+            t = event.time_ms
+            if is_start:
+                first = firsts.get(key)
+                if first is None or t < first:
+                    firsts[key] = t
             if is_end:
-                ends[key].append(event.time_ms)
-        keys = sorted(set(firsts) | set(ends))
+                got = ends.get(key)
+                if got is None:
+                    ends[key] = [t]
+                else:
+                    got.append(t)
+        keys = sorted(firsts.keys() | ends.keys())
         return {"e": [[k, firsts.get(k), ends.get(k, [])] for k in keys]} if keys else None
 
     def _relational(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
@@ -246,16 +279,26 @@ class Aggregator:
 
 
 
-def _by_day(counts: dict[str, dict[int, int]], r: int) -> dict[str, dict[int, int]]:
+def _add(flat: list[int], b: int) -> None:
+    """One event in bucket ``b`` of a flat ``[b, c, ...]`` list."""
+    for i in range(0, len(flat), 2):
+        if flat[i] == b:
+            flat[i + 1] += 1
+            return
+    flat += (b, 1)
+
+
+def _by_day(counts: Counts, r: int) -> Counts:
     """Per-entity bucket counts as per entity-and-day counts (``"key\x1fday"``),
     for buckets that lie within one UTC day (``DAY_MS % r == 0``)."""
-    out: dict[str, dict[int, int]] = {}
-    for entity, buckets in counts.items():
-        for b, c in buckets.items():
+    out: Counts = {}
+    for entity, flat in counts.items():
+        for i in range(0, len(flat), 2):
+            b = flat[i]
             key = f"{entity}\x1f{b * r // DAY_MS}"
             got = out.get(key)
             if got is None:
-                out[key] = {b: c}
+                out[key] = [b, flat[i + 1]]
             else:
-                got[b] = c
+                got += (b, flat[i + 1])
     return out

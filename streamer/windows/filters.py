@@ -59,6 +59,12 @@ def _check(cond: Condition, value: Any) -> bool:
     return True
 
 
+def names_only(flt: EventFilter) -> frozenset[str] | None:
+    """The filter's event names when it has no ``where`` (an event matches iff
+    its name is one of them: hot loops test that inline), else None."""
+    return None if flt.where else frozenset(flt.event)
+
+
 def compile_filter(flt: EventFilter) -> Predicate:
     """A predicate true for events named in ``flt.event`` whose properties meet ``flt.where``."""
     names = frozenset(flt.event)

@@ -338,6 +338,15 @@ def entity_mode(unit: Unit, resolution_ms: int) -> EntityMode:
     return "cover"
 
 
+def days_are_buckets(unit: Unit, resolution_ms: int) -> bool:
+    """Whether a ``day`` mode unit's buckets are its days (a resolution of
+    exactly one day): then its payload is the per-entity bucket counts that a
+    distinct count or retention over the same events also sends (shared,
+    built once per batch), and its script makes each key ``entity\x1fday``
+    from the bucket itself."""
+    return resolution_ms == DAY_MS and entity_mode(unit, resolution_ms) == "day"
+
+
 def compile_tree(tree: Tree) -> Plan:
     """The units and readers of every metric of ``tree``."""
     compiler = _Compiler(tree)

@@ -71,3 +71,31 @@ def test_units_over_the_same_events_count_them_once(monkeypatch: pytest.MonkeyPa
     copy = list(events)
     assert [a.payload(copy, memo) for a in users] == payloads
     assert calls == [False, False]
+
+
+@pytest.mark.parametrize("resolution", [86_400, 3_600])
+def test_a_per_day_count_at_daily_resolution_sends_the_distinct_counts_ops(resolution: int) -> None:
+    """At a resolution of one day a bucket is a day: the per-day unit sends the
+    very ops list of the retention over the same events (its script appends
+    the day, ``split``); at finer resolutions its entities are ``user\\x1fday``."""
+    from streamer.engine import unit_params
+
+    tree = example("education").model_copy(update={"resolution": resolution})
+    plan = compile_tree(tree)
+    by_kind = {a.unit.kind: a for a in (Aggregator(u, plan.resolution_ms) for u in plan.units)}
+    per_day, retention = by_kind["entity"], by_kind["retention"]
+    assert per_day.unit.params["per_day"]
+    events = events_of(tree, 2)
+    memo: Memo = {}
+    day_ops = per_day.payload(events, memo)["e"]  # type: ignore[index]
+    user_ops = retention.payload(events, memo)["e"]  # type: ignore[index]
+    params = unit_params(per_day.unit, plan)
+    if resolution == 86_400:
+        assert params["split"] == 1 and params["mode"] == "day"
+        assert day_ops is user_ops
+        assert all("\x1f" not in op[0] for op in day_ops)
+    else:
+        assert "split" not in params
+        assert day_ops is not user_ops
+        days = {int(op[0].rsplit("\x1f", 1)[1]) for op in day_ops}
+        assert days == {e.time_ms // 86_400_000 for e in events if e.name == "lesson_completed"}

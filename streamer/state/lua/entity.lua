@@ -15,9 +15,27 @@
 --   "g"  difference array: qualifying groups per window end  [group mode]
 -- payload: {"e": [[entity, [b, c, b, c, ...]], ...], "g": [[entity, t, group], ...]}
 -- params:  {"w": window buckets, "n": min events, "m": min entities or null,
---           "mode": "day" | "cover" | "counts"}
+--           "mode": "day" | "cover" | "counts", "split": 1 or absent}
+-- "split" (mode "day" at a resolution of exactly one day): "e" holds
+-- [[entity, [b, c, ...]], ...] as the distinct count's, and the script makes
+-- each key "entity\31b" itself (a bucket is a day); without it "e" holds
+-- [["entity\31day", [b, c]], ...].
 local W, N = params.w, params.n
 local E = P .. 'e'
+
+if params.mode == 'day' and params.split ~= nil then
+  -- resolution 1d: "e" holds [entity, [b, c, ...]] and a bucket is its day
+  for _, op in ipairs(payload.e) do
+    local entity, ops = op[1], op[2]
+    for i = 1, #ops, 2 do
+      local b = ops[i]
+      if redis.call('HSETNX', E, string.format('%s\31%d', entity, b), 1) == 1 then
+        range_add('q', b + 1, b + W, 1)
+      end
+    end
+  end
+  return finish()
+end
 
 if params.mode == 'day' then
   for _, op in ipairs(payload.e) do
