@@ -21,11 +21,11 @@ from streamer.windows.units import Unit, days_are_buckets
 DAY_MS = 86_400_000
 Payload = dict[str, Any]
 Memo = dict[tuple[Any, ...], tuple[Sequence[Event], Any]]
+"""What the units of one batch share: their per-entity counts of the same
+events under the same filter and key (see ``Aggregator.payload``)."""
 Counts = dict[str, list[int]]
 """Per entity, its buckets and their events flat: ``[b, c, b, c, ...]``
 (buckets in the order first seen), as the scripts' payloads carry them."""
-"""What the units of one batch share: their per-entity counts of the same
-events under the same filter and key (see ``Aggregator.payload``)."""
 
 
 def reads_names(unit: Unit) -> frozenset[str] | None:
