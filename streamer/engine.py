@@ -75,7 +75,7 @@ def unit_params(unit: Unit, plan: Plan) -> dict[str, Any]:
             params["split"] = 1  # "e" holds per-entity ops: the script appends the day
         return params
     if unit.kind == "retention":
-        return {"w": p["w"]}
+        return {"w": p["w"], "days": 1} if p.get("days") else {"w": p["w"]}
     if unit.kind == "pair":
         return {"w": p["w"], "r": plan.resolution_ms, "mode": p["mode"], "k": p["k"], "within": p["within_ms"],
                 "inline": PAIR_INLINE_ENDS, "append": PAIR_APPEND}

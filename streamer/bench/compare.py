@@ -16,7 +16,8 @@ peak RSS
 (``/proc/<pid>/stat``, ``INFO cpu``), the broker's (Tansu shares the
 cores), and the worker's time per batch in each stage
 (``northstar_batch_stage_seconds``): on a shared machine the rate moves with the load, CPU per record
-much less. Variants alternate, repeats interleave.
+much less. Variants alternate, repeats interleave. ``--commandstats`` adds
+Redis's busiest commands of each run (us of its CPU and calls per record).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=2, help="of the topic (a worker has a lane per partition)")
     parser.add_argument("--tree", choices=sorted(MODEL_EVENTS_PER_USER), default="education",
                         help="definitions/<tree>.yaml over its simulated model's events")
+    parser.add_argument("--commandstats", action="store_true",
+                        help="also print Redis's busiest commands of each run (INFO commandstats)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeats < 1 or args.partitions < 1:
         parser.error("--events, --repeats and --partitions must be positive")
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         os.environ["PYTHONPATH"] = saved
                 try:
                     proc.wait_ready()
+                    if args.commandstats:
+                        client.config_resetstat()
                     probe = Probe(client, broker_pid, [proc.pid])
                     before = probe.sample()
                     rss = [0.0]
@@ -152,8 +157,24 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if stages:
                     print(f"{'':>16}  {stages}", flush=True)
+                if args.commandstats:
+                    print(f"{'':>16}  {command_summary(client.info('commandstats'), records)}", flush=True)
                 store.delete_namespace()
     return 0
+
+
+def command_summary(stats: dict[str, Any], records: int, top: int = 8) -> str:
+    """Redis's busiest commands of a run, in us of its CPU per record and
+    calls per record (``INFO commandstats`` since the run's start). A
+    script's own figure includes the commands it calls, which are listed
+    too: ``evalsha`` minus them is the Lua and argument decoding."""
+    rows = sorted(
+        ((name.removeprefix("cmdstat_"), v["usec"] / records, v["calls"] / records) for name, v in stats.items()),
+        key=lambda row: -row[1],
+    )
+    return "redis us/record (calls/record): " + ", ".join(
+        f"{name} {us:.2f} ({calls:.3g})" for name, us, calls in rows[:top]
+    )
 
 
 COMMIT_STAGES = STAGES[1:]  # verdicts, aggregate, apply

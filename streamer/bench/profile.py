@@ -36,7 +36,7 @@ from streamer.bench.workload import education_workload
 from streamer.engine import BatchApplier, _complete
 from streamer.events.types import Event
 from streamer.state.store import Store, verdict_events
-from streamer.windows.aggregate import Memo
+from streamer.windows.aggregate import FLAT_FIXED, Memo, unflatten
 from streamer.windows.units import Quotient, Reader
 
 
@@ -115,7 +115,10 @@ def profile(client: Any, tree: Any, lines: list[bytes], batch: int) -> dict[str,
             t6 = time.perf_counter()
             filter_s[i] += t5 - t4
             agg_s[i] += t6 - t5
-            entries[i] += sum(len(v) for v in payload.values() if isinstance(v, list))
+            entries[i] += sum(
+                len(unflatten(v, FLAT_FIXED[agg.unit.kind])) if k == "e" and agg.unit.kind in FLAT_FIXED else len(v)
+                for k, v in payload.items() if isinstance(v, list)
+            )
             call = (agg.unit, offsets[i], last, _complete(agg.unit, payload), params)
             before = _evalsha_usec(client)
             t7 = time.perf_counter()

@@ -39,7 +39,7 @@ UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "sum": ("s",),
     "entity": ("e", "gc", "eg", "q", "g"),
     "hll": (),  # one key per bucket: "h:<bucket>", refreshed from the payload
-    "retention": ("e", "a", "r"),
+    "retention": ("e", "a", "r", "d"),
     "pair": ("p", "pz", "c", "v"),  # plus "z:<window end>": refreshed by touch()
     "relational": ("own", "ug", "pv", "vc", "oq", "gq", "i", "n", "o", "g"),
 }

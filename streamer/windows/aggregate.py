@@ -26,6 +26,24 @@ events under the same filter and key (see ``Aggregator.payload``)."""
 Counts = dict[str, list[int]]
 """Per entity, its buckets and their events flat: ``[b, c, b, c, ...]``
 (buckets in the order first seen), as the scripts' payloads carry them."""
+FLAT_FIXED = {"entity": 0, "retention": 0, "pair": 1}
+"""Unit kinds whose payload list ``"e"`` is flat, one record after the other:
+``key, <fixed fields>, n, v1, ..., vn`` (entity and retention: ``entity, n,
+b, c, ...``; pair: ``entity, start or null, n, end, ...``). The scripts
+decode one JSON array with no table per record, which costs Redis a third
+of a nested ``[[key, [v, ...]], ...]`` (docs/performance.md, proposal 24)."""
+
+
+def unflatten(flat: Sequence[Any], fixed: int = 0) -> list[list[Any]]:
+    """The nested view of a flat payload list (``FLAT_FIXED``): ``[[key,
+    <fixed fields>, [v1, ..., vn]], ...]`` (tests and profiles read it)."""
+    out: list[list[Any]] = []
+    i = 0
+    while i < len(flat):
+        n = flat[i + 1 + fixed]
+        out.append([*flat[i : i + 1 + fixed], list(flat[i + 2 + fixed : i + 2 + fixed + n])])
+        i += 2 + fixed + n
+    return out
 
 
 def reads_names(unit: Unit) -> frozenset[str] | None:
@@ -195,15 +213,21 @@ class Aggregator:
                     members[event.time_ms // self.r].add(key)
         return {"b": [[b, sorted(keys)] for b, keys in members.items()]} if members else None
 
-    def _entity_ops(self, events: Sequence[Event], memo: Memo | None) -> list[list[Any]]:
-        """[[entity, [bucket, count, ...]], ...]: shared through ``memo`` like the counts."""
+    def _entity_ops(self, events: Sequence[Event], memo: Memo | None) -> list[Any]:
+        """[entity, n, bucket, count, ..., entity, n, ...] (``FLAT_FIXED``):
+        shared through ``memo`` like the counts."""
         key = None if memo is None or self._counts_key is None else (
             "ops", id(events), self._per_day, *self._counts_key
         )
         if key is not None and memo is not None and key in memo:
-            ops_: list[list[Any]] = memo[key][1]
+            ops_: list[Any] = memo[key][1]
             return ops_
-        ops = [[entity, flat] for entity, flat in self._entity_counts(events, memo).items()]
+        ops: list[Any] = []
+        append, extend = ops.append, ops.extend
+        for entity, flat in self._entity_counts(events, memo).items():
+            append(entity)
+            append(len(flat))
+            extend(flat)
         if key is not None and memo is not None:
             memo[key] = (events, ops)
         return ops
@@ -247,7 +271,20 @@ class Aggregator:
                 else:
                     got.append(t)
         keys = sorted(firsts.keys() | ends.keys())
-        return {"e": [[k, firsts.get(k), ends.get(k, [])] for k in keys]} if keys else None
+        if not keys:
+            return None
+        flat: list[Any] = []
+        append, extend = flat.append, flat.extend
+        for k in keys:
+            got = ends.get(k)
+            append(k)
+            append(firsts.get(k))
+            if got is None:
+                append(0)
+            else:
+                append(len(got))
+                extend(got)
+        return {"e": flat}
 
     def _relational(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         created, consumed = self.matchers["created_by"], self.matchers["consumed_by"]

@@ -35,6 +35,7 @@ from streamer.spec.model import (
     RetentionMeasure,
     SumMeasure,
     Tree,
+    walk_measures,
 )
 
 STATE_VERSION = 2
@@ -189,6 +190,9 @@ class _Compiler:
                 return HllCount(self.unit("hll", params, {"f": measure}), w)
             if not measure.per_day:
                 return self._distinct(measure, w)
+            retention = self._sibling_retention(measure, w) if self._sharing else None
+            if retention is not None and self.resolution_ms == DAY_MS:
+                return DiffCount(self._retention_unit(retention, w), "d")
             return DiffCount(self._entity_unit(measure, w, 1, True, None), "q")
         if isinstance(measure, EntitiesMeasure):
             group = (measure.group.by, measure.group.min_entities) if measure.group else None
@@ -238,8 +242,50 @@ class _Compiler:
         raise TypeError(f"unsupported measure {measure!r}")
 
     def _retention_unit(self, measure: RetentionMeasure, w: int) -> Unit:
-        params = {"filter": _filter_params(measure), "entity": measure.entity, "w": w}
+        params: dict[str, Any] = {"filter": _filter_params(measure), "entity": measure.entity, "w": w}
+        if self._per_day_sibling(measure, w):
+            params["days"] = True  # it also keeps "d", the entity-days (see reader())
         return self.unit("retention", params, {"f": measure})
+
+    def _sibling_retention(self, measure: EventFilter, w: int) -> RetentionMeasure | None:
+        """A retention metric of the tree over the same events and entity and
+        with the same window as ``measure``, if there is one."""
+        entity = getattr(measure, "entity", "user")
+        for _, metric in self.tree.metrics():
+            other = metric.measure
+            if (
+                isinstance(other, RetentionMeasure)
+                and other.entity == entity
+                and metric.window * 1000 // self.resolution_ms == w
+                and _filter_params(other) == _filter_params(measure)
+            ):
+                return other
+        return None
+
+    def _per_day_sibling(self, retention: RetentionMeasure, w: int) -> bool:
+        """Whether a per-day distinct count of the tree (inline in a ratio
+        too, not broken down) reads its entity-days from this retention's
+        unit: same events, entity and window, at a resolution of one day,
+        where a bucket is a day and a new bucket of an entity is a new
+        (entity, day). The unit then also keeps the difference array ``d``
+        (+1 over the window ends a new bucket covers), which is what an
+        entity unit in ``day`` mode keeps in ``q``: one script, one hash and
+        one field per (entity, day) fewer (state.md §1)."""
+        if self.resolution_ms != DAY_MS:
+            return False
+        for _, metric in self.tree.metrics():
+            if metric.breakdown is not None or metric.window * 1000 // self.resolution_ms != w:
+                continue
+            for m in walk_measures(metric.measure):
+                if (
+                    isinstance(m, DistinctMeasure)
+                    and m.per_day
+                    and not m.approximate
+                    and m.entity == retention.entity
+                    and _filter_params(m) == _filter_params(retention)
+                ):
+                    return True
+        return False
 
     def _distinct(self, measure: DistinctMeasure | PerEntityAverageMeasure, w: int) -> DiffCount:
         """Distinct entities with an event in the window: the ``q`` array of
@@ -251,17 +297,9 @@ class _Compiler:
         education tree's active learners and minutes per learner read its
         retention's unit). Not for a broken-down metric, whose label
         sub-units are entity units."""
-        entity = getattr(measure, "entity", "user")
-        if self._sharing:
-            for _, metric in self.tree.metrics():
-                other = metric.measure
-                if (
-                    isinstance(other, RetentionMeasure)
-                    and other.entity == entity
-                    and metric.window * 1000 // self.resolution_ms == w
-                    and _filter_params(other) == _filter_params(measure)
-                ):
-                    return DiffCount(self._retention_unit(other, w), "a")
+        retention = self._sibling_retention(measure, w) if self._sharing else None
+        if retention is not None:
+            return DiffCount(self._retention_unit(retention, w), "a")
         return DiffCount(self._entity_unit(measure, w, 1, False, None), "q")
 
     def _relational_group(self, measure: RelationalMeasure, window: int) -> OwnerGroup | None:

@@ -58,3 +58,13 @@ def test_stage_summary_reads_the_stage_histogram() -> None:
     line = compare.stage_summary(sums, counts, seconds=8.0)
     assert line == "ms per batch: prepare 100, verdicts 150, aggregate 200, apply 250; lanes committing 1.50"
     assert compare.stage_summary({}, {}, 8.0) == ""  # older code: no stages exported
+
+
+def test_command_summary_orders_commands_by_cpu_per_record() -> None:
+    stats = {
+        "cmdstat_hget": {"calls": 600, "usec": 500},
+        "cmdstat_evalsha": {"calls": 2, "usec": 8000},
+        "cmdstat_hsetnx": {"calls": 1000, "usec": 1100},
+    }
+    line = compare.command_summary(stats, records=1000, top=2)
+    assert line == "redis us/record (calls/record): evalsha 8.00 (0.002), hsetnx 1.10 (1)"

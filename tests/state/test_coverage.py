@@ -12,7 +12,7 @@ import redis
 
 from streamer.replay import replay
 from streamer.spec.model import Tree
-from streamer.windows.units import compile_tree, entity_mode
+from streamer.windows.units import DiffCount, compile_tree, entity_mode
 from tests.reference import Reference, ingest
 from tests.test_reference import D0, DAY, HOUR, amp, make_tree
 
@@ -26,7 +26,10 @@ def _tree(resolution: str, lateness: str) -> Tree:
         "active": {"kind": "distinct", "event": "a", "entity": "user"},  # reads the retention's unit
         # the same users through an entity unit of its own (other filter, same events here)
         "active_own": {"kind": "distinct", "event": ["a", "b"], "entity": "user"},
+        # at 1d: the retention unit's entity-days ("d"); at 1h: an entity unit
         "days": {"kind": "distinct", "event": "a", "entity": "user", "per_day": True},
+        # the same pairs through an entity unit of its own ("day" mode at 1d)
+        "days_own": {"kind": "distinct", "event": ["a", "b"], "entity": "user", "per_day": True},
         "retained": {"kind": "retention", "event": "a", "entity": "user"},
         "twice": {"kind": "entities", "event": "a", "entity": "user", "min_events": 2},
         "per_user": {"kind": "per_entity_average", "event": "a", "entity": "user"},
@@ -43,6 +46,10 @@ def test_each_entity_mode_is_exercised() -> None:
     """The trees below really run the three entity paths (else they prove nothing)."""
     assert _modes(_tree("1d", "120d")) == {"day", "cover", "counts"}
     assert _modes(_tree("1h", "120d")) == {"cover", "counts"}  # a day spans 24 buckets
+    daily = compile_tree(_tree("1d", "120d"))
+    days, own = daily.readers["days"], daily.readers["days_own"]
+    assert isinstance(days, DiffCount) and (days.unit.kind, days.array) == ("retention", "d")
+    assert isinstance(own, DiffCount) and entity_mode(own.unit, daily.resolution_ms) == "day"
 
 
 def _shuffled_log(seed: int, span_days: int, n: int) -> list[bytes]:
@@ -101,3 +108,4 @@ def test_a_bucket_40_days_behind_the_newest_by_hand(redis_client: redis.Redis) -
         got = _evaluate_all(redis_client, tree, lines, [D0 + d * DAY for d in expected], batch_size)
         for (day, want), values in zip(expected.items(), got, strict=True):
             assert {k: values[k] for k in want} == want, f"batch {batch_size}, E = day {day}"
+            assert values["days_own"] == values["days"]  # entity unit and retention's "d" agree

@@ -158,7 +158,10 @@ def _pair_state(client: redis.Redis, store: Store, tree: Tree) -> list[object]:
 
 
 
-def test_append_path_leaves_the_general_layout(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize(
+    ("t0", "rise"), [(T0, DAY // 2), (10**9 - DAY, 0)], ids=["13-digit-times", "9-and-10-digit-times"]
+)
+def test_append_path_leaves_the_general_layout(redis_client: redis.Redis, t0: int, rise: int) -> None:
     """The script's append path (an entity with no known start: its new ends
     appended to the field's text unparsed) must leave byte for byte the state
     the general path leaves: ends sorted, none at or below the floor, at most
@@ -166,7 +169,9 @@ def test_append_path_leaves_the_general_layout(redis_client: redis.Redis) -> Non
     unsorted end changes no value), so random payloads (ends in and out of
     order, a rising floor, ends at or below it, entities past the inline
     limit, now and then a start) go through the script with the path on and
-    off, and the unit's keys are compared after every payload."""
+    off, and the unit's keys are compared after every payload. Around 10**9
+    (and a floor that stays) an entity's ends have 9 and 10 digits, where the
+    path cannot count them from the text's length and scans it instead."""
     plan = compile_tree(example("education"))
     unit = next(u for u in plan.units if u.kind == "pair")
     base = streamer.engine.unit_params(unit, plan)
@@ -174,21 +179,22 @@ def test_append_path_leaves_the_general_layout(redis_client: redis.Redis) -> Non
     stores = [Store(redis_client, namespace=f"append-{on}") for on in (True, False)]
     for store in stores:
         store.delete_namespace()
-    floor = T0
+    floor = t0
     layouts: set[bool] = set()  # spilled or not
     for offset in range(300):
-        floor += rng.choice((0, 0, DAY // 2))
+        floor += rng.choice((0, 0, rise))
         ops = []
         heavy = f"h{offset // 50}"  # in-order ends, 50 payloads in a row: past the inline limit
         ops.append([heavy, None, [floor + 2 * DAY + offset * 1000 + i for i in (2, 0, 1)]])
         for entity in sorted(rng.sample(range(30), 5)):
             # u0-u9 may get a start (rarely); the others never do
-            start = T0 + rng.randrange(40 * DAY) if entity < 10 and rng.random() < 0.05 else None
+            start = t0 + rng.randrange(40 * DAY) if entity < 10 and rng.random() < 0.05 else None
             ends = [floor + rng.randrange(-DAY // 2, 2 * DAY) for _ in range(rng.choice((1, 1, 2, 3)))]
             ops.append([f"u{entity}", start, ends])
         for store, on in zip(stores, (True, False), strict=True):
             params = {**base, "floor": floor, "append": on}
-            assert store.apply([(unit, offset - 1, offset, {"e": ops}, params)], "0") == [True]
+            flat = [x for entity, start, ends in ops for x in (entity, start, len(ends), *ends)]
+            assert store.apply([(unit, offset - 1, offset, {"e": flat}, params)], "0") == [True]
         on_state, off_state = (
             [sorted(redis_client.hgetall(s.keys.unit(unit, "p")).items()),
              redis_client.zrange(s.keys.unit(unit, "pz"), 0, -1)]

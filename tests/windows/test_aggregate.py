@@ -1,5 +1,5 @@
 """Pre-aggregation: units sharing work through a batch's memo build the
-payloads they build alone."""
+payloads they build alone; flat payload lists read back as records."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 from streamer.events.decode import Decoder
 from streamer.events.types import Event
+from streamer.spec.model import Tree
 from streamer.windows import aggregate
-from streamer.windows.aggregate import Aggregator, Memo
+from streamer.windows.aggregate import FLAT_FIXED, Aggregator, Memo, unflatten
 from streamer.windows.units import compile_tree
 from tests.eventlog import generate
 from tests.trees import example
@@ -18,13 +19,13 @@ from tests.trees import example
 TREES = ["education", "learning_users", "b2b_collaboration", "publisher"]
 
 
-def canonical(payload: dict[str, Any] | None) -> Any:
+def canonical(kind: str, payload: dict[str, Any] | None) -> Any:
     """A payload with its entity ops in key order: ops of different keys
     commute in every script (one key per op), and per-day counts derived from
     per-user ones list them user by user instead of as first seen."""
     if payload is None or "e" not in payload:
         return payload
-    return {**payload, "e": sorted(payload["e"], key=lambda op: str(op[0]))}
+    return {**payload, "e": sorted(unflatten(payload["e"], FLAT_FIXED[kind]), key=lambda op: str(op[0]))}
 
 
 def events_of(tree: Any, seed: int) -> list[Event]:
@@ -42,18 +43,31 @@ def test_payloads_with_a_shared_memo_are_the_payloads_alone(name: str, resolutio
     aggregators = [Aggregator(u, plan.resolution_ms) for u in plan.units]
     for seed in range(3):
         events = events_of(tree, seed)
-        alone = [canonical(a.payload(events)) for a in aggregators]
+        alone = [canonical(a.unit.kind, a.payload(events)) for a in aggregators]
         for order in (aggregators, aggregators[::-1]):
             memo: Memo = {}
             shared = {id(a): a.payload(events, memo) for a in order}
-            assert [canonical(shared[id(a)]) for a in aggregators] == alone
+            assert [canonical(a.unit.kind, shared[id(a)]) for a in aggregators] == alone
+
+
+def per_day_apart(resolution: int = 86_400) -> Any:
+    """The education tree with a 14-day retention: its per-day count of
+    lesson_completed keeps an entity unit of its own (with a 7-day retention
+    it reads the retention's unit, units.py ``_per_day_sibling``)."""
+    data = example("education").model_dump(by_alias=True, mode="json")
+    data["resolution"] = resolution
+    for guard in data["guardrails"]:
+        if guard["measure"]["kind"] == "retention":
+            guard["window"] = "14d"
+    return Tree.model_validate(data)
 
 
 def test_units_over_the_same_events_count_them_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    tree = example("education")  # a per-day count and a retention of lesson_completed
+    tree = per_day_apart()  # a per-day count and a retention of lesson_completed
     plan = compile_tree(tree)
     users = [a for a in (Aggregator(u, plan.resolution_ms) for u in plan.units) if a.unit.kind in ("entity", "retention")]
-    assert sorted(a.unit.kind for a in users) == ["entity", "retention"]
+    # the per-day count, the active learners (no 7-day retention to read) and the retention
+    assert sorted(a.unit.kind for a in users) == ["entity", "entity", "retention"]
     calls: list[bool] = []
     count = Aggregator._count
 
@@ -80,10 +94,11 @@ def test_a_per_day_count_at_daily_resolution_sends_the_distinct_counts_ops(resol
     the day, ``split``); at finer resolutions its entities are ``user\\x1fday``."""
     from streamer.engine import unit_params
 
-    tree = example("education").model_copy(update={"resolution": resolution})
+    tree = per_day_apart(resolution)
     plan = compile_tree(tree)
-    by_kind = {a.unit.kind: a for a in (Aggregator(u, plan.resolution_ms) for u in plan.units)}
-    per_day, retention = by_kind["entity"], by_kind["retention"]
+    aggregators = [Aggregator(u, plan.resolution_ms) for u in plan.units]
+    per_day = next(a for a in aggregators if a.unit.kind == "entity" and a.unit.params["per_day"])
+    retention = next(a for a in aggregators if a.unit.kind == "retention")
     assert per_day.unit.params["per_day"]
     events = events_of(tree, 2)
     memo: Memo = {}
@@ -93,9 +108,37 @@ def test_a_per_day_count_at_daily_resolution_sends_the_distinct_counts_ops(resol
     if resolution == 86_400:
         assert params["split"] == 1 and params["mode"] == "day"
         assert day_ops is user_ops
-        assert all("\x1f" not in op[0] for op in day_ops)
+        assert all("\x1f" not in op[0] for op in unflatten(day_ops))
     else:
         assert "split" not in params
         assert day_ops is not user_ops
-        days = {int(op[0].rsplit("\x1f", 1)[1]) for op in day_ops}
+        days = {int(op[0].rsplit("\x1f", 1)[1]) for op in unflatten(day_ops)}
         assert days == {e.time_ms // 86_400_000 for e in events if e.name == "lesson_completed"}
+
+
+def test_flat_payload_lists_read_back_as_records() -> None:
+    tree = example("education")
+    plan = compile_tree(tree)
+    events = events_of(tree, 3)
+    seen = set()
+    for unit in plan.units:
+        if unit.kind not in FLAT_FIXED:
+            continue
+        payload = Aggregator(unit, plan.resolution_ms).payload(events)
+        assert payload is not None
+        records = unflatten(payload["e"], FLAT_FIXED[unit.kind])
+        assert len({r[0] for r in records}) == len(records)  # one record per entity
+        assert all(isinstance(r[0], str) and isinstance(r[-1], list) for r in records)
+        if unit.kind == "pair":  # [entity, first start or None, [end times]]
+            ends = sorted(t for r in records for t in r[-1])
+            assert ends == sorted(e.time_ms for e in events if e.name == "lesson_completed")
+            starts = {r[0]: r[1] for r in records if r[1] is not None}
+            firsts: dict[str, int] = {}
+            for e in events:
+                if e.name == "signed_up":
+                    firsts[e.user] = min(firsts.get(e.user, e.time_ms), e.time_ms)
+            assert starts == firsts
+        else:  # [entity, [bucket, events, ...]]: every matching event counted once
+            assert sum(c for r in records for c in r[-1][1::2]) == sum(1 for e in events if e.name == "lesson_completed")
+        seen.add(unit.kind)
+    assert seen == {"retention", "pair"}

@@ -31,8 +31,8 @@ def test_identical_state_is_shared_across_metrics() -> None:
     assert isinstance(abandon.numerator, WindowSum) and isinstance(abandon.denominator, WindowSum)
     assert abandon.numerator.unit.fingerprint != abandon.denominator.unit.fingerprint
     kinds = sorted(u.kind for u in plan.units)
-    # active learners read the retention's unit (see the test below)
-    assert kinds == ["entity", "pair", "retention", "sum", "sum", "sum", "sum", "sum"]
+    # active learners and learning days read the retention's unit (see the tests below)
+    assert kinds == ["pair", "retention", "sum", "sum", "sum", "sum", "sum"]
 
 
 def test_a_distinct_count_reads_the_retention_unit_over_the_same_events() -> None:
@@ -57,6 +57,34 @@ def test_a_distinct_count_reads_the_retention_unit_over_the_same_events() -> Non
     broken_down = _modified(tree, ["inputs", index, "breakdown"], {"property": "prop.plan", "max_values": 3})
     assert learners_unit(broken_down) == "entity:q"
     assert learners_unit(_modified(tree, ["inputs", index, "window"], "7d")) == "retention:a"
+
+
+def test_a_per_day_count_reads_the_entity_days_of_the_retention_unit() -> None:
+    tree = example("education")
+    retention = compile_tree(tree).readers["weekly_learner_retention"]
+    assert isinstance(retention, Quotient) and isinstance(retention.numerator, DiffCount)
+    assert retention.numerator.unit.params["days"] is True
+
+    def days(changed: Tree) -> tuple[str, bool]:
+        plan = compile_tree(changed)
+        reader = plan.readers["learning_days_per_learner"]
+        assert isinstance(reader, Quotient) and isinstance(reader.numerator, DiffCount)
+        kept = [u for u in plan.units if u.kind == "retention"]
+        return reader.numerator.unit.kind + ":" + reader.numerator.array, kept[0].params.get("days", False)
+
+    assert days(tree) == ("retention:d", True)
+    index = next(i for i, m in enumerate(tree.inputs) if m.name == "learning_days_per_learner")
+    numerator = ["inputs", index, "measure", "numerator"]
+    # not at a resolution other than a day, over other events, another window,
+    # another entity or for a broken-down metric; the retention then keeps no "d"
+    assert days(_modified(tree, ["resolution"], "1h")) == ("entity:q", False)
+    assert days(_modified(tree, [*numerator, "event"], ["lesson_started"])) == ("entity:q", False)
+    assert days(_modified(tree, ["inputs", index, "window"], "14d")) == ("entity:q", False)
+    assert days(_modified(tree, [*numerator, "entity"], "prop.device_id")) == ("entity:q", False)
+    guard = next(i for i, m in enumerate(tree.guardrails) if m.name == "weekly_learner_retention")
+    assert days(_modified(tree, ["guardrails", guard, "window"], "14d")) == ("entity:q", False)
+    broken_down = _modified(tree, ["inputs", index, "breakdown"], {"property": "prop.plan", "max_values": 3})
+    assert days(broken_down) == ("entity:q", False)
 
 
 def test_changed_definition_changes_fingerprint_and_nothing_else() -> None:

@@ -13,51 +13,59 @@
 --   "eg" hash entity -> "t|group" (latest group value)      [group mode]
 --   "gc" hash group -> packed {window end -> qualifying entities} [group mode]
 --   "g"  difference array: qualifying groups per window end  [group mode]
--- payload: {"e": [[entity, [b, c, b, c, ...]], ...], "g": [[entity, t, group], ...]}
+-- payload: {"e": [entity, n, b, c, b, c, ..., entity, n, ...] (n values
+--           after n; one flat array), "g": [[entity, t, group], ...]}
 -- params:  {"w": window buckets, "n": min events, "m": min entities or null,
 --           "mode": "day" | "cover" | "counts", "split": 1 or absent}
--- "split" (mode "day" at a resolution of exactly one day): "e" holds
--- [[entity, [b, c, ...]], ...] as the distinct count's, and the script makes
--- each key "entity\31b" itself (a bucket is a day); without it "e" holds
--- [["entity\31day", [b, c]], ...].
+-- "split" (mode "day" at a resolution of exactly one day): the entities of
+-- "e" are the distinct count's, and the script makes each key "entity\31b"
+-- itself (a bucket is a day); without it they are "entity\31day" (n = 2).
 local W, N = params.w, params.n
 local E = P .. 'e'
+local ops = payload.e
+local count = #ops
 
 if params.mode == 'day' and params.split ~= nil then
-  -- resolution 1d: "e" holds [entity, [b, c, ...]] and a bucket is its day
-  for _, op in ipairs(payload.e) do
-    local entity, ops = op[1], op[2]
-    for i = 1, #ops, 2 do
-      local b = ops[i]
+  -- resolution 1d: a bucket is its day
+  local i = 1
+  while i <= count do
+    local entity, last = ops[i], i + 1 + ops[i + 1]
+    for j = i + 2, last, 2 do
+      local b = ops[j]
       if redis.call('HSETNX', E, string.format('%s\31%d', entity, b), 1) == 1 then
         range_add('q', b + 1, b + W, 1)
       end
     end
+    i = last + 1
   end
   return finish()
 end
 
 if params.mode == 'day' then
-  for _, op in ipairs(payload.e) do
-    if redis.call('HSETNX', E, op[1], 1) == 1 then
-      local b = op[2][1]
+  local i = 1
+  while i <= count do
+    if redis.call('HSETNX', E, ops[i], 1) == 1 then
+      local b = ops[i + 2]
       range_add('q', b + 1, b + W, 1)
     end
+    i = i + 2 + ops[i + 1]
   end
   return finish()
 end
 
 if params.mode == 'cover' then
-  for _, op in ipairs(payload.e) do
-    local entity, ops = op[1], op[2]
+  local i = 1
+  while i <= count do
+    local entity, last = ops[i], i + 1 + ops[i + 1]
     local set = parse_bits(redis.call('HGET', E, entity))
     local changed = false
-    for i = 1, #ops, 2 do
-      local new, lo, hi = cover_add(set, ops[i], W)
+    for j = i + 2, last, 2 do
+      local new, lo, hi = cover_add(set, ops[j], W)
       if lo ~= nil then range_add('q', lo, hi, 1) end
       changed = changed or new
     end
     if changed then redis.call('HSET', E, entity, dump_bits(set)) end
+    i = last + 1
   end
   return finish()
 end
@@ -80,9 +88,14 @@ end
 -- entity -> {buckets = {b, c, ...} from ops, obs = {t, group}}
 local touched = {}
 local order = {}
-for _, op in ipairs(payload.e) do
-  if touched[op[1]] == nil then touched[op[1]] = {}; order[#order + 1] = op[1] end
-  touched[op[1]].buckets = op[2]
+local i = 1
+while i <= count do
+  local entity, n = ops[i], ops[i + 1]
+  if touched[entity] == nil then touched[entity] = {}; order[#order + 1] = entity end
+  local buckets = {}
+  for j = 1, n do buckets[j] = ops[i + 1 + j] end
+  touched[entity].buckets = buckets
+  i = i + 2 + n
 end
 if grouped then
   for _, op in ipairs(payload.g) do

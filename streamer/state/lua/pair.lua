@@ -18,7 +18,8 @@
 --        the number of ends an entity keeps.
 --   percentile: "z:<e>" sorted set per window end: entity -> (f - s) in ms
 --   conversion: "c" cohort and "v" converted difference arrays
--- payload: {"e": [[entity, start or null, [end, ...]], ...]}
+-- payload: {"e": [entity, start or null, n, end1, ..., endn, entity, ...]}
+--          (one flat array: no table per entity to decode)
 -- params:  {"w": window buckets, "r": resolution ms, "mode": "percentile"|"conversion",
 --           "k": min end events, "within": ms or null, "floor": ms or null,
 --           "inline": most claimable ends kept in "p", "append": false to
@@ -101,14 +102,23 @@ local function zadd(prefix, ends)
   end
 end
 
+local ops = payload.e
+
+-- the n end times from ops[at], as a table
+local function ends_at(at, n)
+  local out = {}
+  for j = 1, n do out[j] = ops[at + j - 1] end
+  return out
+end
+
 -- The usual op of an entity with no known start (and none in the op): its new
 -- ends, none earlier than its last inline claimable end and all later than
 -- the floor, are appended to the field's text without parsing it (times are
 -- 0..15 digits, so the last one lies in the text's last 16 characters).
 -- Returns false, having written nothing, for any other op: the general path
--- below gives the same result for the ops this one takes.
-local function appended(entity, rec, new_ends)
-  local n = #new_ends
+-- below gives the same result for the ops this one takes. Its n new ends are
+-- ops[at], ..., ops[at + n - 1].
+local function appended(entity, rec, at, n)
   if n == 0 or n > INLINE then return false end
   local cp = ''
   if rec then
@@ -116,21 +126,43 @@ local function appended(entity, rec, new_ends)
     cp = string.sub(rec, 3)
     if cp == '*' then return false end
   end
-  if n > 1 then table.sort(new_ends) end
+  local low, new_ends = ops[at], nil -- the earliest new end; all of them when n > 1
+  if n > 1 then
+    new_ends = ends_at(at, n)
+    table.sort(new_ends)
+    low = new_ends[1]
+  end
   local count = 0
   if cp ~= '' then
-    local last = tonumber(string.match(string.sub(cp, -16), '(%d+)$'))
-    if last == nil or new_ends[1] < last then return false end
-    if floor ~= nil and tonumber(string.match(cp, '^(%d+)')) <= floor then return false end
-    local _, commas = string.gsub(cp, ',', ',')
-    count = commas + 1
+    -- The times are sorted and have no leading zeros, so their lengths never
+    -- decrease: when the last one has as many digits as the first, so do all,
+    -- and their count follows from the text's length (no scan of the text).
+    local first = string.match(cp, '^%d+')
+    local d, len = #first, #cp
+    local last
+    if (len == d or string.byte(cp, len - d) == 44) and (len + 1) % (d + 1) == 0 then
+      last = tonumber(string.sub(cp, -d))
+      count = (len + 1) / (d + 1)
+    else
+      last = tonumber(string.match(string.sub(cp, -16), '(%d+)$'))
+      local _, commas = string.gsub(cp, ',', ',')
+      count = commas + 1
+    end
+    if last == nil or low < last then return false end
+    if floor ~= nil and tonumber(first) <= floor then return false end
+    cp = cp .. ','
   end
-  if floor ~= nil and new_ends[1] <= floor then return false end
+  if floor ~= nil and low <= floor then return false end
   if count + n > INLINE then return false end
-  local parts = {}
-  for i, t in ipairs(new_ends) do parts[i] = string.format('%d', t) end
-  if cp ~= '' then cp = cp .. ',' end
-  redis.call('HSET', H, entity, ';;' .. cp .. table.concat(parts, ','))
+  local text
+  if n == 1 then
+    text = string.format('%d', low)
+  else
+    local parts = {}
+    for i, t in ipairs(new_ends) do parts[i] = string.format('%d', t) end
+    text = table.concat(parts, ',')
+  end
+  redis.call('HSET', H, entity, ';;' .. cp .. text)
   return true
 end
 
@@ -220,11 +252,13 @@ local function general(entity, rec, start, new_ends)
   end
 end
 
-for _, op in ipairs(payload.e) do
-  local entity, start, new_ends = op[1], op[2], op[3]
+local i, count = 1, #ops
+while i <= count do
+  local entity, start, n = ops[i], ops[i + 1], ops[i + 2]
   local rec = redis.call('HGET', H, entity)
-  if start ~= cjson.null or not APPEND or not appended(entity, rec, new_ends) then
-    general(entity, rec, start, new_ends)
+  if start ~= cjson.null or not APPEND or not appended(entity, rec, i + 3, n) then
+    general(entity, rec, start, ends_at(i + 3, n))
   end
+  i = i + 3 + n
 end
 return finish()
