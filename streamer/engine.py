@@ -116,10 +116,12 @@ class _Reads:
             by_name = self._by_name
             if by_name is None:
                 by_name = self._by_name = {}
+                get = by_name.get
                 for pair in self.events:
-                    got = by_name.get(pair[1].name)
+                    name = pair[1].name
+                    got = get(name)
                     if got is None:
-                        by_name[pair[1].name] = [pair]
+                        by_name[name] = [pair]
                     else:
                         got.append(pair)
             present = [name for name in names if name in by_name]
@@ -315,6 +317,7 @@ class BatchApplier:
                 label_offsets[bd.labeler.plan.unit.fingerprint] = [int(v) if v else -1 for v in stored]
 
             accepted: list[list[tuple[int, Event]]] = []
+            spans: list[tuple[int, int] | None] = []  # per tree: its accepted events' first and last time
             watermarks: list[tuple[str, int]] = []
             floors: dict[str, int | None] = {}
             for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
@@ -323,18 +326,29 @@ class BatchApplier:
                 # with a watermark (a backfill's scratch watermarks do not bound the
                 # live ones: it forgets nothing)
                 floors[name] = None if lowest_wm is None or backfill is not None else lowest_wm - ts.plan.horizon_ms
-                kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
+                if len(text) != len(events):
+                    raise EngineError(f"{len(text)} verdicts for {len(events)} events in partition {partition}")
+                late, duplicates = text.count("l"), text.count("d")
+                if late or duplicates:
+                    kept = [pair for pair, v in zip(events, text, strict=True) if v == "a"]
+                else:
+                    kept = events  # the usual batch: every event accepted
                 result.counts["accepted:" + name] += len(kept)
-                result.counts["late:" + name] += text.count("l")
-                result.counts["duplicate:" + name] += text.count("d")
+                result.counts["late:" + name] += late
+                result.counts["duplicate:" + name] += duplicates
                 accepted.append(kept)
-                wm = max((ev.time_ms for _, ev in kept), default=None)
-                if wm is not None and (stored_wm is None or wm > stored_wm):
+                times = [ev.time_ms for _, ev in kept]
+                if not times:
+                    spans.append(None)
+                    continue
+                wm = max(times)
+                spans.append((min(times), wm))
+                if stored_wm is None or wm > stored_wm:
                     watermarks.append((name, wm))
 
             last = batch.last
             targets = self._targets(accepted, offsets, label_offsets, last, backfill)
-            extra = self._refresh_extra(partition, accepted, admissions, backfill)
+            extra = self._refresh_extra(partition, spans, admissions, backfill)
             pending = [t for t in targets if t.due()]
             for _ in range(MAX_CAS_RETRIES):
                 calls = []
@@ -408,22 +422,26 @@ class BatchApplier:
     def _refresh_extra(
         self,
         partition: str,
-        accepted: list[list[tuple[int, Event]]],
+        spans: list[tuple[int, int] | None],
         admissions: list[tuple[_Breakdown, list[str]]],
         backfill: Backfill | None,
     ) -> list[tuple[str, str]]:
         """(tree, key) the apply path refreshes besides the units' own keys:
         breakdown registries, and the lists the verdict script keeps per
-        partition (recent verdicts, the days of the insert ids to forget)."""
+        partition (recent verdicts, the days of the insert ids to forget:
+        every day from the first to the last accepted event's, ``spans``, a
+        superset of those with an id list; a key that is not there is not
+        refreshed, PEXPIRE does nothing)."""
         extra = [(bd.labeler.plan.unit.tree, self.store.keys.unit(bd.labeler.plan.unit, REGISTRY)) for bd, _ in admissions]
         if self.refresher is None or backfill is not None:
             return extra
         vk = self.store.verdict_keys
-        for ts, kept in zip(self.trees, accepted, strict=True):
+        for ts, span in zip(self.trees, spans, strict=True):
             name = ts.plan.tree.tree
             extra.append((name, vk.verdict_log(name, partition)))
-            days = {ev.time_ms // DAY_MS for _, ev in kept if ev.insert_id}
-            extra += [(name, f"{vk.insert_id_days(name)}:{partition}:{day}") for day in sorted(days)]
+            if span is not None:
+                days = range(span[0] // DAY_MS, span[1] // DAY_MS + 1)
+                extra += [(name, f"{vk.insert_id_days(name)}:{partition}:{day}") for day in days]
         return extra
 
 

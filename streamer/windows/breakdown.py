@@ -146,7 +146,17 @@ class Labeler:
         """The events the measure reads, per label index (log order kept)."""
         label, match, index = self._label, self.match, self.index
         out: dict[int, list[tuple[int, Event]]] = {}
-        for offset, event in events:
+        indexes: dict[str, int] = {}  # label value -> index, for this batch
+        for pair in events:
+            event = pair[1]
             if match(event):
-                out.setdefault(index(label(event)), []).append((offset, event))
+                value = label(event)
+                i = indexes.get(value)
+                if i is None:
+                    i = indexes[value] = index(value)
+                got = out.get(i)
+                if got is None:
+                    out[i] = [pair]
+                else:
+                    got.append(pair)
         return out

@@ -237,7 +237,7 @@ class EventConsumer:
         self._room.set()
 
     async def _prepare(self, batch: _Batch) -> PreparedBatch:
-        raw = [(r.offset, r.value if r.value is not None else b"") for r in batch.records]
+        raw = [(r.offset, r.value or b"") for r in batch.records]  # a tombstone (None) as b""
         now_ms = int(self.clock() * 1000)
         applier = self.applier_for(batch.tp.topic)
         started = time.perf_counter()
