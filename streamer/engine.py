@@ -199,6 +199,33 @@ class PreparedBatch:
     result: BatchResult  # the rejections
 
 
+@dataclass
+class Judged:
+    """A prepared batch after round trip 1 (``BatchApplier.judge``): what its
+    apply needs."""
+
+    result: BatchResult  # counts and rejections; ``stages``: round trip 1 and its Python
+    accepted: list[list[tuple[int, Event]]]  # per tree
+    spans: list[tuple[int, int] | None]  # per tree: its accepted events' first and last time
+    marks: list[tuple[str, int, int | None]]  # (tree, greatest accepted time, stored watermark read)
+    floors: dict[str, int | None]  # per tree: the pair unit's floor
+    offsets: list[int]  # per unit: its applied offset, as read
+    label_offsets: dict[str, list[int]]  # per breakdown: its labels' applied offsets, as read
+
+
+@dataclass
+class Progress:
+    """What one partition's applies left in Redis, as its lane knows it: each
+    unit's applied offset and each tree's watermark after the lane's last
+    successful apply. Batch k+1 is judged while batch k applies, so the
+    offsets and watermark read with its verdicts may predate k's apply; the
+    apply of k+1 takes the greater of both (a wrong guess only costs a CAS
+    retry: every apply checks its unit's offset)."""
+
+    offsets: dict[Unit, int] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)
+
+
 class BatchApplier:
     """Applies batches of raw events for a set of trees to a Store.
 
@@ -285,12 +312,19 @@ class BatchApplier:
                 admissions.append((bd, bd.labeler.candidates(reads.bare(selected))))
         return PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
 
-    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
-        """The Redis part of a prepared batch of ``partition``: verdicts, applied
-        offsets and label admissions in one round trip, then every unit's apply
-        (with the watermarks) in another (more only on CAS conflicts). Batches
-        of one partition must be committed in offset order, one at a time;
-        committing a batch again (after a Redis error, or re-delivered) is safe."""
+    def commit(self, partition: str, batch: PreparedBatch, progress: Progress | None = None) -> BatchResult:
+        """The Redis part of a prepared batch of ``partition``: ``judge`` (round
+        trip 1) then ``apply_judged`` (round trip 2). Batches of one partition
+        must be committed in offset order, one at a time; committing a batch
+        again (after a Redis error, or re-delivered) is safe."""
+        return self.apply_judged(partition, batch, self.judge(partition, batch), progress)
+
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
+        """Round trip 1 of a prepared batch: verdicts, applied offsets and label
+        admissions; then the accepted events. Batch k+1 of a partition may be
+        judged while batch k applies (``apply_judged``), after k was judged:
+        the verdict script keeps the watermark it judges by itself, and the
+        offsets and watermark read here may predate k's apply (``Progress``)."""
         # a copy: a commit retried after a Redis error must not count twice
         result = BatchResult(Counter(batch.result.counts), list(batch.result.rejected))
         started = time.perf_counter()
@@ -305,8 +339,6 @@ class BatchApplier:
             batch.requests, partition, self.units, scripts, field
         )
         verdicts_done = time.perf_counter()
-        waited = 0.0  # in round trips after the first
-        # the Python from here until the apply is sent is the lane's chain: it goes first
         urgent = self.courtesy
         if urgent is not None:
             urgent.enter()
@@ -318,7 +350,7 @@ class BatchApplier:
 
             accepted: list[list[tuple[int, Event]]] = []
             spans: list[tuple[int, int] | None] = []  # per tree: its accepted events' first and last time
-            watermarks: list[tuple[str, int]] = []
+            marks: list[tuple[str, int, int | None]] = []
             floors: dict[str, int | None] = {}
             for ts, events, (text, stored_wm, lowest_wm) in zip(self.trees, decoded, verdicts, strict=True):
                 name = ts.plan.tree.tree
@@ -343,19 +375,48 @@ class BatchApplier:
                     continue
                 wm = max(times)
                 spans.append((min(times), wm))
-                if stored_wm is None or wm > stored_wm:
-                    watermarks.append((name, wm))
+                marks.append((name, wm, stored_wm))
+        finally:
+            if urgent is not None:
+                urgent.leave()
+        result.stages = {"verdicts": verdicts_done - started, "aggregate": time.perf_counter() - verdicts_done}
+        return Judged(result, accepted, spans, marks, floors, offsets, label_offsets)
 
+    def apply_judged(
+        self, partition: str, batch: PreparedBatch, judged: Judged, progress: Progress | None = None
+    ) -> BatchResult:
+        """Round trip 2 of a judged batch: every unit's apply (with the
+        watermarks), after the pre-aggregation; more round trips only on CAS
+        conflicts. ``progress``: what this partition's previous applies left
+        (the lane's), when the batch was judged before they returned."""
+        result = judged.result
+        started = time.perf_counter()
+        waited = 0.0  # in round trips
+        backfill = batch.backfill
+        field = backfill_field(partition) if backfill is not None else None
+        # the Python from here until the apply is sent is the lane's chain: it goes first
+        urgent = self.courtesy
+        if urgent is not None:
+            urgent.enter()
+        try:
+            known = progress.offsets if progress is not None else {}
+            watermarks: list[tuple[str, int]] = []
+            for name, wm, stored_wm in judged.marks:
+                before = progress.watermarks.get(name) if progress is not None else None
+                if before is None or (stored_wm is not None and stored_wm > before):
+                    before = stored_wm
+                if before is None or wm > before:
+                    watermarks.append((name, wm))
             last = batch.last
-            targets = self._targets(accepted, offsets, label_offsets, last, backfill)
-            extra = self._refresh_extra(partition, spans, admissions, backfill)
+            targets = self._targets(judged.accepted, judged.offsets, judged.label_offsets, last, backfill, known)
+            extra = self._refresh_extra(partition, judged.spans, batch.admissions, backfill)
             pending = [t for t in targets if t.due()]
             for _ in range(MAX_CAS_RETRIES):
                 calls = []
                 memo: Memo = {}  # units over the same events share their counts
                 for t in pending:
                     payload = t.aggregator.payload(t.fresh(), memo) or {}
-                    params = t.params if t.unit.kind != "pair" else {**t.params, "floor": floors[t.unit.tree]}
+                    params = t.params if t.unit.kind != "pair" else {**t.params, "floor": judged.floors[t.unit.tree]}
                     calls.append((t.unit, t.offset, t.end, _complete(t.unit, payload), params))
                 born = [] if backfill is not None else [
                     (t.unit, batch.first - 1) for t in pending if t.always and t.offset == -1
@@ -369,10 +430,14 @@ class BatchApplier:
                 waited += time.perf_counter() - sent
                 failed = [t for t, good in zip(pending, ok, strict=True) if not good]
                 if not failed:
+                    if progress is not None:
+                        for t in pending:
+                            known[t.unit] = t.end
+                        progress.watermarks.update(watermarks)
                     done = time.perf_counter()
                     result.stages = {
-                        "verdicts": verdicts_done - started,
-                        "aggregate": done - verdicts_done - waited,
+                        "verdicts": judged.result.stages.get("verdicts", 0.0),
+                        "aggregate": judged.result.stages.get("aggregate", 0.0) + done - started - waited,
                         "apply": waited,
                     }
                     return result
@@ -395,28 +460,34 @@ class BatchApplier:
         label_offsets: dict[str, list[int]],
         last: int,
         backfill: Backfill | None,
+        known: dict[Unit, int],
     ) -> list[_Target]:
         """Every unit (live: all; backfill: those it fills, up to their limits)
-        and every breakdown label that received events (live only)."""
+        and every breakdown label that received events (live only). A unit's
+        offset is the greater of the one read and the one ``known`` (what the
+        lane's previous apply set: the read may predate it)."""
         targets: list[_Target] = []
         index = 0
+        get = known.get
         for ts, kept in zip(self.trees, accepted, strict=True):
             reads = _Reads(kept)
             for agg, params in zip(ts.aggregators, ts.params, strict=True):
                 selected = reads.select(agg.names)
                 bare = reads.bare(selected)
+                offset = max(offsets[index], get(agg.unit, -1))
                 if backfill is None:
-                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], last, True, bare))
+                    targets.append(_Target(agg.unit, agg, params, selected, offset, last, True, bare))
                 elif index in backfill.limits:
                     end = min(last, backfill.limits[index])
-                    targets.append(_Target(agg.unit, agg, params, selected, offsets[index], end, True, bare))
+                    targets.append(_Target(agg.unit, agg, params, selected, offset, end, True, bare))
                 index += 1
             for bd in ts.breakdowns if backfill is None else ():
                 stored_offsets = label_offsets[bd.labeler.plan.unit.fingerprint]
                 selected = reads.select(bd.aggregator.names)
                 for label, events in sorted(bd.labeler.split(selected).items()):
                     unit = bd.labeler.plan.label_unit(label)
-                    targets.append(_Target(unit, bd.aggregator, bd.params, events, stored_offsets[label], last, False))
+                    offset = max(stored_offsets[label], get(unit, -1))
+                    targets.append(_Target(unit, bd.aggregator, bd.params, events, offset, last, False))
         return targets
 
     def _refresh_extra(

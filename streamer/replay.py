@@ -62,6 +62,13 @@ def replay(
         counts.update(applier.apply(REPLAY_PARTITION, batch, now_ms).counts)
         if progress is not None:
             progress(len(batch))
+    return tree_values(applier, counts, at_ms)
+
+
+def tree_values(applier: BatchApplier, counts: Counter[str], at_ms: Sequence[int]) -> list[TreeValues]:
+    """Every tree of ``applier`` evaluated at ``at_ms``, with the batch counts
+    (``BatchResult.counts`` summed) of what was applied."""
+    store = applier.store
     rejected = {k: v for k, v in counts.items() if k.startswith("rejected:")}
     results = []
     for plan in applier.plans:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,8 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 import tests.test_reference as hand
-from streamer.replay import replay
+from streamer.engine import BatchApplier, Judged, PreparedBatch, Progress
+from streamer.replay import REPLAY_PARTITION, TreeValues, replay, tree_values
 from streamer.spec.model import Tree
 from streamer.state.breakdowns import breakdown_values
 from streamer.state.store import Store
@@ -83,19 +85,68 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
+def replay_judging_ahead(
+    lines: Sequence[bytes],
+    trees: Sequence[Tree],
+    client: redis.Redis,
+    *,
+    at_ms: Sequence[int],
+    now_ms: int,
+    batch_size: int,
+    ahead: int,
+    drop_at: int | None = None,
+) -> list[TreeValues]:
+    """``replay`` in a worker lane's order: up to ``ahead`` batches are judged
+    (round trip 1) before the oldest judged one applies (``Progress`` carries
+    what the lane applied). ``drop_at``: once that many records were judged,
+    the batches judged and not applied are dropped, as by a crash or a
+    rebalance, and the records are read again from the first of them, in
+    batches of another size, by a lane that knows nothing."""
+    store = Store(client, namespace="replay")
+    store.delete_namespace()
+    applier = BatchApplier(store, trees)
+    records = list(enumerate(line for line in lines if line.strip()))
+    counts: Counter[str] = Counter()
+    progress = Progress()
+    judged: deque[tuple[PreparedBatch, Judged]] = deque()
+    position, size = 0, batch_size
+    while position < len(records) or judged:
+        while position < len(records) and len(judged) <= ahead:
+            prepared = applier.prepare(records[position : position + size], now_ms)
+            position = prepared.last + 1
+            judged.append((prepared, applier.judge(REPLAY_PARTITION, prepared)))
+        if drop_at is not None and position >= drop_at and len(judged) > 1:
+            position, drop_at = judged[0][0].first, None
+            judged.clear()
+            progress, size = Progress(), 2 * size + 1
+            continue
+        prepared, verdicts = judged.popleft()
+        counts.update(applier.apply_judged(REPLAY_PARTITION, prepared, verdicts, progress).counts)
+    return tree_values(applier, counts, at_ms)
+
+
 def check(
     client: redis.Redis,
     trees: Sequence[Tree],
     log: GeneratedLog,
     batch_size: int,
     at_ms: Sequence[int] | None = None,
+    ahead: int = 0,
+    drop_at: int | None = None,
 ) -> None:
-    """Replay ``log`` into a clean Redis and compare every tree with the reference."""
+    """Replay ``log`` into a clean Redis and compare every tree with the
+    reference; ``ahead``/``drop_at``: judging ahead (``replay_judging_ahead``)."""
     at_ms = list(at_ms or eval_times(log))
     client.flushall()
-    results = replay(
-        log.lines, trees, client, at_ms=at_ms, now_ms=log.now_ms, batch_size=batch_size
-    )
+    if ahead or drop_at is not None:
+        results = replay_judging_ahead(
+            log.lines, trees, client, at_ms=at_ms, now_ms=log.now_ms, batch_size=batch_size,
+            ahead=ahead, drop_at=drop_at,
+        )
+    else:
+        results = replay(
+            log.lines, trees, client, at_ms=at_ms, now_ms=log.now_ms, batch_size=batch_size
+        )
     by_key = {(r.tree, r.at_ms): r for r in results}
     problems: list[str] = []
     for tree in trees:
@@ -124,8 +175,9 @@ def check(
                         f"expected {want!r}, got {have!r}"
                     )
     problems += breakdown_problems(client, trees, log, at_ms)
-    assert not problems, f"seed={log.seed} batch_size={batch_size} knobs={log.knobs}\n" + "\n".join(
-        problems
+    assert not problems, (
+        f"seed={log.seed} batch_size={batch_size} ahead={ahead} drop_at={drop_at} knobs={log.knobs}\n"
+        + "\n".join(problems)
     )
 
 
@@ -161,10 +213,13 @@ def breakdown_problems(
 
 
 def check_drawn(client: redis.Redis, tree: Tree, data: st.DataObject) -> None:
-    """``check`` on a log and a batch size drawn for ``tree``."""
+    """``check`` on a log, a batch size and a lane's judging ahead (none, or
+    up to two batches, maybe dropped once and read again) drawn for ``tree``."""
     log = data.draw(logs(tree), label="log")
     batch_size = data.draw(st.sampled_from(BATCH_SIZES), label="batch_size")
-    check(client, [tree], log, batch_size)
+    ahead = data.draw(st.sampled_from((0, 1, 2)), label="ahead")
+    drop_at = data.draw(st.none() | st.integers(1, max(1, len(log.lines))), label="drop_at") if ahead else None
+    check(client, [tree], log, batch_size, ahead=ahead, drop_at=drop_at)
 
 
 @pytest.mark.parametrize("name", TREE_FILES)
@@ -230,12 +285,17 @@ def test_replay_of_several_trees_at_once(redis_client: redis.Redis, seed: int) -
 def test_batch_size_does_not_change_results(
     redis_client: redis.Redis, name: str, seed: int
 ) -> None:
-    """The same log with batches of 1, 7 and 5000 lines gives the reference's values."""
+    """The same log with batches of 1, 7 and 5000 lines gives the reference's
+    values; so does a lane's order (two batches judged ahead of the applying
+    one), with the judged batches dropped once and read again."""
     tree = load(name)
     knobs = LogKnobs(n_events=250, p_late=0.05, p_duplicate=0.1, p_malformed=0.05)
     log = generate(tree, seed, knobs)
     for batch_size in BATCH_SIZES:
         check(redis_client, [tree], log, batch_size)
+    for batch_size in (1, 7):
+        check(redis_client, [tree], log, batch_size, ahead=2)
+        check(redis_client, [tree], log, batch_size, ahead=2, drop_at=len(log.lines) // 2)
 
 
 @pytest.mark.parametrize("name", TREE_FILES)

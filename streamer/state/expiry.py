@@ -45,7 +45,7 @@ UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 """The fixed keys of each unit kind (besides ``applied``). A suffix missing
 here is not lost: touch() refreshes every key of a live unit by its tag."""
-TREE_SUFFIXES = ("wm", "ids", "idg")
+TREE_SUFFIXES = ("wm", "wj", "ids", "idg")
 """Per-tree keys the apply path writes (the evaluator's are bounded by count
 and refreshed by touch())."""
 

@@ -26,6 +26,12 @@ class Keys:
     def watermark(self, tree: str) -> str:
         return self.tree(tree, "wm")
 
+    def judged_watermark(self, tree: str) -> str:
+        """Hash partition -> greatest event time the verdict script accepted: the
+        watermark lateness is judged by, ahead of ``watermark`` (advanced after
+        the apply) while a partition's next batch is judged during this one's apply."""
+        return self.tree(tree, "wj")
+
     def insert_ids(self, tree: str) -> str:
         return self.tree(tree, "ids")
 

@@ -169,12 +169,13 @@ class Store:
             for tree, horizon, dedupe, events in requests:
                 pipe.evalsha(
                     self._shas["verdict"],
-                    5,
+                    6,
                     self.verdict_keys.watermark(tree),
                     self.verdict_keys.insert_ids(tree),
                     self.verdict_keys.insert_id_gc(tree),
                     self.verdict_keys.insert_id_days(tree),
                     self.verdict_keys.verdict_log(tree, partition),
+                    self.verdict_keys.judged_watermark(tree),
                     partition,
                     horizon,
                     dedupe,

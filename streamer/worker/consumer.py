@@ -9,17 +9,22 @@ anywhere re-delivers the batch: state changes nothing the second time; dead
 letters may be written twice (at-least-once).
 
 The batch pipeline (docs/worker.md): every assigned partition has a lane of
-two stages, each running its work in a thread: *prepare* (decode, verdict
-requests: CPU only) and *commit* (the Redis round trips with the
-pre-aggregation between them, dead letters, the Kafka commit). A lane prepares batch k+1 while
-it commits batch k, and lanes of different partitions run side by side, so
-the worker's Python work overlaps Redis's. Within a lane, commits run one
-after the other in offset order. At most ``max_inflight`` records are fetched
-and not committed yet; ``max_inflight <= max_records`` makes the worker
-serial (one lane for every partition, each batch prepared once the previous
-one is committed). A revocation or a stop drops the batches not committing
-yet (the partition's next owner re-reads them from the committed offset) and
-waits for the committing ones.
+three stages, each running its work in a thread: *prepare* (decode, verdict
+requests: CPU only), *judge* (round trip 1: the verdicts and the units'
+applied offsets) and *apply* (the pre-aggregation, round trip 2, dead
+letters, the Kafka commit). A lane prepares batch k+2 and judges batch k+1
+while it applies batch k, and lanes of different partitions run side by
+side, so the worker's Python work overlaps Redis's and Redis always has the
+next request of a lane. Within a lane each stage takes the batches in
+offset order, one at a time: the verdict script keeps the watermark it
+judges by, and the lane's ``Progress`` what its applies set, so judging
+ahead gives the serial worker's verdicts and state. At most
+``max_inflight`` records are fetched and not committed yet;
+``max_inflight <= max_records`` makes the worker serial (one lane for every
+partition, each batch prepared once the previous one is committed). A
+revocation or a stop drops the batches not applying yet, judged or not (the
+partition's next owner re-reads them from the committed offset and gets the
+same verdicts) and waits for the ones in a round trip.
 """
 
 from __future__ import annotations
@@ -27,18 +32,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from streamer.engine import BatchApplier, BatchResult, PreparedBatch
+from streamer.engine import BatchApplier, BatchResult, Judged, PreparedBatch, Progress
 from streamer.worker.deadletter import DeadLetters
 from streamer.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BatchAbandoned(Exception):
@@ -70,21 +76,28 @@ class _Batch:
     records: Sequence[Any]
     fetched: float
     prepared: PreparedBatch | None = None
+    judged: Judged | None = None
     dropped: bool = False
 
 
 @dataclass(eq=False)
 class _Lane:
-    """``inbox`` -> prepare -> ``ready`` (one slot) -> commit. A serial lane
-    (every partition's) commits each batch itself before preparing the next."""
+    """``inbox`` -> prepare -> ``ready`` (one slot) -> judge -> ``judged`` (one
+    slot) -> apply. A serial lane (every partition's) judges and applies each
+    batch itself before preparing the next."""
 
     serial: bool
     inbox: asyncio.Queue[_Batch] = field(default_factory=asyncio.Queue)
     ready: asyncio.Queue[_Batch] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
+    judged: asyncio.Queue[_Batch] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
     pending: set[_Batch] = field(default_factory=set)
-    """Batches fetched and not committing yet: what a drain drops."""
+    """Batches fetched and not applying yet: what a drain drops."""
+    busy: int = 0
+    """Batches of this lane in a Redis step (judged or applied) now."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set unless a batch of this lane is committing."""
+    """Set while ``busy`` is 0."""
+    progress: Progress = field(default_factory=Progress)
+    """What the lane's applies left (its batch k+1 is judged while k applies)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -115,7 +128,7 @@ class EventConsumer:
         self.timeout_ms = timeout_ms
         self.retry_max_s = retry_max_s
         self.clock = clock
-        self.max_inflight = max_inflight if max_inflight is not None else 2 * max_records
+        self.max_inflight = max_inflight if max_inflight is not None else 3 * max_records
         """Fetch again only while fewer records than this are fetched and not committed."""
         self.serial = self.max_inflight <= max_records
         self.healthy = True
@@ -164,7 +177,8 @@ class EventConsumer:
             lane.idle.set()
             lane.tasks = [asyncio.create_task(self._prepare_stage(lane), name=f"prepare {key}")]
             if not lane.serial:
-                lane.tasks.append(asyncio.create_task(self._commit_stage(lane), name=f"commit {key}"))
+                lane.tasks.append(asyncio.create_task(self._judge_stage(lane), name=f"judge {key}"))
+                lane.tasks.append(asyncio.create_task(self._apply_stage(lane), name=f"apply {key}"))
             for task in lane.tasks:
                 task.add_done_callback(self._on_stage_done)
         batch = _Batch(tp, records, time.perf_counter() if fetched is None else fetched)
@@ -204,28 +218,59 @@ class EventConsumer:
             if batch.dropped:  # maybe while it was being prepared
                 self._release(batch)
             elif lane.serial:
-                await self._commit_in_lane(lane, batch)
+                await self._judge_in_lane(lane, batch)
+                if batch.dropped:
+                    self._release(batch)
+                else:
+                    await self._apply_in_lane(lane, batch)
             else:
                 await lane.ready.put(batch)
 
-    async def _commit_stage(self, lane: _Lane) -> None:
+    async def _judge_stage(self, lane: _Lane) -> None:
         while True:
             batch = await lane.ready.get()
+            if not batch.dropped:
+                await self._judge_in_lane(lane, batch)
+            if batch.dropped:  # maybe while it was being judged
+                self._release(batch)
+            else:
+                await lane.judged.put(batch)
+
+    async def _apply_stage(self, lane: _Lane) -> None:
+        while True:
+            batch = await lane.judged.get()
             if batch.dropped:
                 self._release(batch)
             else:
-                await self._commit_in_lane(lane, batch)
+                await self._apply_in_lane(lane, batch)
 
-    async def _commit_in_lane(self, lane: _Lane, batch: _Batch) -> None:
-        # no await between the caller's ``dropped`` check and these two lines:
-        # a drain either dropped this batch or waits for its commit
-        lane.pending.discard(batch)
-        lane.idle.clear()
+    async def _judge_in_lane(self, lane: _Lane, batch: _Batch) -> None:
+        # a drain meanwhile waits for the round trip, then drops the batch:
+        # judged and not applied, it is judged the same again by the next reader
+        self._busy(lane, +1)
         try:
-            await self._commit(batch)
+            await self._with_retry(batch, lambda: self._judge(batch))
         finally:
-            lane.idle.set()
+            self._busy(lane, -1)
+
+    async def _apply_in_lane(self, lane: _Lane, batch: _Batch) -> None:
+        # no await between the caller's ``dropped`` check and these two lines:
+        # a drain either dropped this batch or waits for its apply and commit
+        lane.pending.discard(batch)
+        self._busy(lane, +1)
+        try:
+            await self._commit(batch, lane.progress)
+        finally:
+            self._busy(lane, -1)
             self._release(batch)
+
+    @staticmethod
+    def _busy(lane: _Lane, change: int) -> None:
+        lane.busy += change
+        if lane.busy:
+            lane.idle.clear()
+        else:
+            lane.idle.set()
 
     def _on_stage_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and self._failure is None:
@@ -237,17 +282,18 @@ class EventConsumer:
         self._room.set()
 
     async def _prepare(self, batch: _Batch) -> PreparedBatch:
-        raw = [(r.offset, r.value or b"") for r in batch.records]  # a tombstone (None) as b""
         now_ms = int(self.clock() * 1000)
         applier = self.applier_for(batch.tp.topic)
         started = time.perf_counter()
-        prepared = await asyncio.to_thread(applier.prepare, raw, now_ms)
+        prepared = await asyncio.to_thread(_prepare_records, applier, batch.records, now_ms)
         self.metrics.stage.labels("prepare").observe(time.perf_counter() - started)
         return prepared
 
-    async def _commit(self, batch: _Batch) -> BatchResult:
+    async def _commit(self, batch: _Batch, progress: Progress) -> BatchResult:
+        """Apply a judged batch (judging it again after a Redis outage), send its
+        dead letters, commit its offset."""
         tp, records = batch.tp, batch.records
-        result = await self._commit_with_retry(batch)
+        result = await self._with_retry(batch, lambda: self._apply(batch, progress))
         if result.rejected:
             by_offset = {r.offset: r for r in records}
             items = [(off, by_offset[off].key, raw_value(by_offset[off]), rej) for off, rej in result.rejected]
@@ -268,19 +314,32 @@ class EventConsumer:
         self.metrics.latency.observe(time.perf_counter() - batch.fetched)
         return result
 
-    async def _commit_with_retry(self, batch: _Batch) -> BatchResult:
-        """Commit; while Redis is unreachable, back off (capped) and try again: no
-        offset is committed for a batch that was not written. Stopped meanwhile:
-        :class:`BatchAbandoned`, so that a SIGTERM does not wait for Redis."""
+    async def _judge(self, batch: _Batch) -> Judged:
+        if batch.prepared is None:  # again, after an outage: with the clock of now
+            batch.prepared = await self._prepare(batch)
         applier = self.applier_for(batch.tp.topic)
+        partition = partition_id(batch.tp.topic, batch.tp.partition)
+        batch.judged = await asyncio.to_thread(applier.judge, partition, batch.prepared)
+        return batch.judged
+
+    async def _apply(self, batch: _Batch, progress: Progress) -> BatchResult:
+        judged = batch.judged if batch.judged is not None else await self._judge(batch)
+        assert batch.prepared is not None
+        applier = self.applier_for(batch.tp.topic)
+        partition = partition_id(batch.tp.topic, batch.tp.partition)
+        return await asyncio.to_thread(applier.apply_judged, partition, batch.prepared, judged, progress)
+
+    async def _with_retry(self, batch: _Batch, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis step of ``batch``; while Redis is unreachable, back off
+        (capped) and run it again, from a new preparation (no offset is
+        committed for a batch that was not written). Stopped meanwhile:
+        :class:`BatchAbandoned`, so that a SIGTERM does not wait for Redis."""
         partition = partition_id(batch.tp.topic, batch.tp.partition)
         delay = 0.1
         while True:
             outages = self._outages
             try:
-                if batch.prepared is None:  # again, after an outage: with the clock of now
-                    batch.prepared = await self._prepare(batch)
-                result = await asyncio.to_thread(applier.commit, partition, batch.prepared)
+                result = await step()
                 # a call that began before another lane saw Redis fail may
                 # have been answered before Redis went: it says nothing of now
                 if self._outages == outages:
@@ -295,7 +354,7 @@ class EventConsumer:
                     logger.warning("Redis unavailable (%s); backing off, nothing committed", exc)
                 self.healthy = False
                 self.metrics.redis_up.set(0)
-                batch.prepared = None
+                batch.prepared = batch.judged = None
                 if self._stopping:
                     raise BatchAbandoned(partition) from exc
                 await asyncio.sleep(delay)
@@ -315,6 +374,12 @@ class EventConsumer:
                 lag += max(0, high - position)
         self.metrics.lag.set(lag)
         self.metrics.assigned.set(len(assignment))
+
+
+def _prepare_records(applier: BatchApplier, records: Sequence[Any], now_ms: int) -> PreparedBatch:
+    """``applier.prepare`` of Kafka records, in the prepare thread: the event
+    loop, which every lane's next step waits on, does no per-record work."""
+    return applier.prepare([(r.offset, r.value or b"") for r in records], now_ms)  # a tombstone as b""
 
 
 def raw_value(record: Any) -> bytes:

@@ -93,9 +93,10 @@ class WorkerSettings(BaseSettings):
     20,000 measured +16% over 10,000 on a backlog (docs/performance.md)."""
     batch_timeout_ms: int = Field(default=200, ge=1)
     batch_inflight_records: int | None = Field(default=None, ge=1)
-    """Records fetched and not committed yet, at most (default: 2 x
-    batch_max_records). Up to batch_max_records: the worker is serial, each
-    batch prepared once the previous one is committed (docs/worker.md)."""
+    """Records fetched and not committed yet, at most (default: 3 x
+    batch_max_records: per lane one batch applying, one judged, one
+    prepared). Up to batch_max_records: the worker is serial, each batch
+    prepared once the previous one is committed (docs/worker.md)."""
     gc_tuning: bool = True
     """Freeze start-up objects and collect the youngest generation less often
     (streamer/worker/gctune.py)."""

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import redis
 
-from streamer.engine import BatchApplier
+from streamer.engine import BatchApplier, Progress
 from streamer.state.evaluate import evaluate
 from streamer.state.store import Store
 from tests.trees import example
@@ -179,6 +179,40 @@ def test_apply_is_commit_of_prepare(redis_client: redis.Redis) -> None:
         assert split.commit("0", prepared).counts == got.counts  # again: a no-op, counted the same
         assert got.counts == want.counts and got.rejected == want.rejected
     assert _values(redis_client, split) == _values(redis_client, direct)
+
+
+def test_a_batch_judged_before_the_previous_one_applied(redis_client: redis.Redis) -> None:
+    """A worker's lane judges batch k+1 while batch k applies: its round trip 1
+    reads the applied offsets and watermark from before k's apply. With the
+    lane's ``Progress`` its apply still expects the offsets k set (no CAS
+    conflict, no extra round trip) and the stored watermark never goes back,
+    although k+1's events are older than k's."""
+    plan_tree = example("education")
+    store = Store(redis_client, namespace="ahead")
+    applier = BatchApplier(store, [plan_tree])
+    event = {"event_type": "lesson_completed", "user_id": "u1", "insert_id": "",
+             "event_properties": {"minutes": 10}}
+    newer = [(i, orjson.dumps(dict(event, user_id=f"u{i}", time=T0 + 5 * DAY + i))) for i in range(3)]
+    older = [(3 + i, orjson.dumps(dict(event, user_id=f"v{i}", time=T0 + 4 * DAY + i))) for i in range(3)]
+    now = T0 + 30 * DAY
+    first, second = applier.prepare(newer, now), applier.prepare(older, now)
+    progress = Progress()
+    judged = [applier.judge("0", first), applier.judge("0", second)]
+    rereads: list[Any] = []
+    store.applied_offsets = lambda *a, **k: rereads.append(a) or Store.applied_offsets(store, *a, **k)  # type: ignore[method-assign]
+    for batch, verdicts in zip((first, second), judged, strict=True):
+        result = applier.apply_judged("0", batch, verdicts, progress)
+        assert result.counts["accepted:education"] == 3
+    assert rereads == []  # every apply expected the offset the one before it set
+    assert store.applied_offsets(applier.units, "0") == [5] * len(applier.units)
+    assert redis_client.hget(store.keys.watermark("education"), "0") == str(T0 + 5 * DAY + 2).encode()
+    # without the lane's progress the second apply conflicts, re-reads and still applies
+    again = BatchApplier(Store(redis_client, namespace="ahead-blind"), [plan_tree])
+    first, second = again.prepare(newer, now), again.prepare(older, now)
+    judged = [again.judge("0", first), again.judge("0", second)]
+    for batch, verdicts in zip((first, second), judged, strict=True):
+        again.apply_judged("0", batch, verdicts)
+    assert _values(redis_client, again) == _values(redis_client, applier)
 
 
 

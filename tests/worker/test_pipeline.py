@@ -1,9 +1,11 @@
 """The worker's batch pipeline (streamer/worker/consumer.py) against a real
-Redis, with a scripted consumer in place of Kafka: per partition, batch k+1's
-verdicts are asked for only after batch k's apply returned and Kafka offsets
-are committed in order after the apply; batch k+1 is prepared while batch k
-commits; a drain (rebalance, stop) lets the committing batch finish and
-drops the others; the state equals the serial ``BatchApplier.apply``."""
+Redis, with a scripted consumer in place of Kafka: per partition, verdicts,
+applies and Kafka commits each run in offset order, a batch's apply after its
+verdicts and its commit after its apply, at most two batches judged beyond
+the one applying; batch k+1 is prepared and judged while batch k applies; a
+drain (rebalance, stop) lets the applying batch finish and drops the others,
+judged or not, and reading them again gives the serial state; the state
+equals the serial ``BatchApplier.apply``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,15 @@ import orjson
 import pytest
 import redis
 
-from streamer.engine import Backfill, BatchApplier, BatchResult, EngineError, PreparedBatch
+from streamer.engine import (
+    Backfill,
+    BatchApplier,
+    BatchResult,
+    EngineError,
+    Judged,
+    PreparedBatch,
+    Progress,
+)
 from streamer.state.evaluate import evaluate
 from streamer.state.store import Store
 from streamer.worker.consumer import EventConsumer, partition_id
@@ -179,12 +189,16 @@ def test_pipeline_orders_each_partition_and_equals_serial(redis_client: redis.Re
     for tp in tps:
         part = partition_id(tp.topic, tp.partition)
         steps = [(kind, off) for kind, p, off in log if p == part]
-        expected = []
-        for batch in batches[tp]:
-            last = batch[-1].offset
-            expected += [("verdicts", _last_event(batch)), ("applied", last), ("commit", last + 1)]
-        # verdicts of k+1 never before k's apply returned; commit after apply, in order
-        assert steps == expected
+        at = {step: i for i, step in enumerate(steps)}
+        assert len(at) == len(steps) == 3 * len(batches[tp])  # each step once
+        order = [[("verdicts", _last_event(b)), ("applied", b[-1].offset), ("commit", b[-1].offset + 1)]
+                 for b in batches[tp]]
+        for kind in range(3):  # verdicts, applies, commits: each in offset order
+            assert [at[o[kind]] for o in order] == sorted(at[o[kind]] for o in order)
+        for k, (verdicts, applied, commit) in enumerate(order):
+            assert at[verdicts] < at[applied] < at[commit]
+            if k >= 3:  # at most two batches judged beyond the one applying
+                assert at[order[k - 3][1]] < at[verdicts]
 
     serial = BatchApplier(Store(redis_client, namespace="serial"), [example("education")])
     for tp in tps:
@@ -197,33 +211,34 @@ def test_pipeline_orders_each_partition_and_equals_serial(redis_client: redis.Re
 
 
 class GatedApplier(BatchApplier):
-    """``commit`` of the first batch waits (up to 10 s) for the second batch to
-    be prepared: it only returns early when prepare overlaps commit."""
+    """The apply of the first batch waits (up to 10 s) for the second batch to
+    be judged: it only goes on early when the next batch is prepared and
+    judged while one applies."""
 
     def __init__(self, store: Store, trees: Any) -> None:
         super().__init__(store, trees)
-        self.second_prepared = threading.Event()
+        self.second_judged = threading.Event()
         self.overlapped: bool | None = None
         self.release = threading.Event()
         self.release.set()
         self.committing = threading.Event()
 
-    def prepare(self, records: Sequence[tuple[int, bytes]], now_ms: int,
-                backfill: Backfill | None = None) -> PreparedBatch:
-        batch = super().prepare(records, now_ms, backfill)
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
+        judged = super().judge(partition, batch)
         if batch.first > 0:
-            self.second_prepared.set()
-        return batch
+            self.second_judged.set()
+        return judged
 
-    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+    def apply_judged(self, partition: str, batch: PreparedBatch, judged: Judged,
+                     progress: Progress | None = None) -> BatchResult:
         if batch.first == 0:
             self.committing.set()
-            self.overlapped = self.second_prepared.wait(10)
+            self.overlapped = self.second_judged.wait(10)
             self.release.wait(10)
-        return super().commit(partition, batch)
+        return super().apply_judged(partition, batch, judged, progress)
 
 
-def test_next_batch_is_prepared_while_one_commits(redis_client: redis.Redis) -> None:
+def test_next_batch_is_prepared_and_judged_while_one_applies(redis_client: redis.Redis) -> None:
     tp = TP(TOPIC, 0)
     batches = _batches(_lines(300, seed=5), 100)
     log: list[tuple[Any, ...]] = []
@@ -232,9 +247,20 @@ def test_next_batch_is_prepared_while_one_commits(redis_client: redis.Redis) -> 
     asyncio.run(_run_until_committed(_consumer(consumer, applier), consumer, {tp: 300}))
     assert applier.overlapped is True
     assert consumer.commits[tp] == [100, 200, 300]
+    # batch 2's verdicts were asked for before batch 1's apply, and the state is the serial one
+    steps = [entry[0] for entry in log if entry[1] == "events:0"]
+    assert steps[:2] == ["verdicts", "verdicts"] and steps.index("applied") >= 2
+    serial = BatchApplier(Store(redis_client, namespace="gated-serial"), [example("education")])
+    for batch in batches:
+        serial.apply("events:0", [(r.offset, r.value or b"") for r in batch], NOW)
+    assert _values(applier.store, applier) == _values(serial.store, serial)
 
 
-def test_drain_finishes_the_committing_batch_and_drops_the_rest(redis_client: redis.Redis) -> None:
+def test_drain_finishes_the_applying_batch_and_drops_the_rest(redis_client: redis.Redis) -> None:
+    """Batch 1 applies (held), batch 2 is judged meanwhile: the drain waits for
+    batch 1, drops batch 2 (judged, not applied) and batch 3. Read again from
+    the committed offset, as the partition's next owner does, batches 2 and 3
+    get the verdicts they got and the state is the serial one."""
     tp = TP(TOPIC, 0)
     batches = _batches(_lines(300, seed=9), 100)
     log: list[tuple[Any, ...]] = []
@@ -248,12 +274,12 @@ def test_drain_finishes_the_committing_batch_and_drops_the_rest(redis_client: re
         for batch in batches:
             events.submit(tp, batch)
         deadline = time.monotonic() + 15
-        while not applier.committing.is_set():  # batch 1 is committing, 2 and 3 queued
-            assert time.monotonic() < deadline, "the first batch never committed"
+        while not (applier.committing.is_set() and applier.second_judged.is_set()):
+            assert time.monotonic() < deadline, "batch 1 never applied while batch 2 was judged"
             await asyncio.sleep(0.005)
         drain = asyncio.create_task(events.drain())
         await asyncio.sleep(0.05)
-        assert not drain.done()  # waits for the committing batch
+        assert not drain.done()  # waits for the applying batch
         applier.release.set()
         await asyncio.wait_for(drain, 15)
         await events.close()
@@ -261,15 +287,23 @@ def test_drain_finishes_the_committing_batch_and_drops_the_rest(redis_client: re
 
     asyncio.run(scenario())
     assert consumer.commits == {tp: [100]}
-    assert [entry for entry in log if entry[0] in ("verdicts", "applied")] == [
-        ("verdicts", "events:0", _last_event(batches[0])), ("applied", "events:0", 99)
-    ]
-    applied = store.applied_offsets(applier.units, "events:0")
-    assert applied == [99] * len(applier.units)
+    assert [entry for entry in log if entry[0] == "applied"] == [("applied", "events:0", 99)]
+    assert ("verdicts", "events:0", _last_event(batches[1])) in log  # judged, then dropped
+    assert store.applied_offsets(applier.units, "events:0") == [99] * len(applier.units)
+
+    # the next owner reads batches 2 and 3 again
+    again = BatchApplier(store, [example("education")])
+    consumer = ScriptedConsumer([{tp: b} for b in batches[1:]], log)
+    asyncio.run(_run_until_committed(_consumer(consumer, again), consumer, {tp: 300}))
+    serial = BatchApplier(Store(redis_client, namespace="drain-serial"), [example("education")])
+    for batch in batches:
+        serial.apply("events:0", [(r.offset, r.value or b"") for r in batch], NOW)
+    assert _values(store, again) == _values(serial.store, serial)
+    assert any(v["weekly_learning_minutes"] for v in _values(store, again))
 
 
 class TimedApplier(BatchApplier):
-    """Records when each prepare and commit ran (perf_counter intervals)."""
+    """Records when each prepare, judge and apply ran (perf_counter intervals)."""
 
     def __init__(self, store: Store, trees: Any) -> None:
         super().__init__(store, trees)
@@ -284,17 +318,25 @@ class TimedApplier(BatchApplier):
             self.spans.append(("prepare", started, time.perf_counter()))
         return batch
 
-    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
         started = time.perf_counter()
-        result = super().commit(partition, batch)
+        judged = super().judge(partition, batch)
         with self.lock:
-            self.spans.append(("commit", started, time.perf_counter()))
+            self.spans.append(("judge", started, time.perf_counter()))
+        return judged
+
+    def apply_judged(self, partition: str, batch: PreparedBatch, judged: Judged,
+                     progress: Progress | None = None) -> BatchResult:
+        started = time.perf_counter()
+        result = super().apply_judged(partition, batch, judged, progress)
+        with self.lock:
+            self.spans.append(("apply", started, time.perf_counter()))
         return result
 
 
 def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     """``max_inflight <= max_records``: one batch at a time, over every
-    partition: no prepare runs while a commit does."""
+    partition: no prepare runs while a batch is judged or applied."""
     tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
     batches = {tp: _batches(_lines(400, seed=20 + tp.partition), 100) for tp in tps}
     fetches = [{tp: batches[tp][i] for tp in tps} for i in range(4)]
@@ -305,12 +347,12 @@ def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     assert events.serial
     asyncio.run(_run_until_committed(events, consumer, {tp: 400 for tp in tps}))
     spans = sorted(applier.spans, key=lambda span: span[1])
-    assert [kind for kind, _, _ in spans] == ["prepare", "commit"] * 8
+    assert [kind for kind, _, _ in spans] == ["prepare", "judge", "apply"] * 8
     assert all(a[2] <= b[1] for a, b in itertools.pairwise(spans))  # never two at once
 
 
 class FailingApplier(BatchApplier):
-    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
         raise EngineError("boom")
 
 
@@ -330,8 +372,8 @@ def test_a_lane_error_is_raised_from_run(redis_client: redis.Redis) -> None:
 
 
 class OutageApplier(BatchApplier):
-    """Partition 0's first commit is written to Redis, then returns only once
-    the consumer saw partition 1's commit fail (Redis went away meanwhile);
+    """Partition 0's first apply is written to Redis, then returns only once
+    the consumer saw partition 1's verdicts fail (Redis went away meanwhile);
     partition 1's retry waits for ``back``."""
 
     def __init__(self, store: Store, trees: Any) -> None:
@@ -341,20 +383,24 @@ class OutageApplier(BatchApplier):
         self.events: EventConsumer | None = None
         self.calls_1 = 0
 
-    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
+    def apply_judged(self, partition: str, batch: PreparedBatch, judged: Judged,
+                     progress: Progress | None = None) -> BatchResult:
+        result = super().apply_judged(partition, batch, judged, progress)
         if partition == partition_id(TOPIC, 0):
-            result = super().commit(partition, batch)
             self.written.set()
             deadline = time.monotonic() + 10
             while self.events is not None and self.events.healthy and time.monotonic() < deadline:
                 time.sleep(0.005)
-            return result
-        self.calls_1 += 1
-        if self.calls_1 == 1:
-            self.written.wait(10)
-            raise redis.exceptions.ConnectionError("Redis went away")
-        self.back.wait(10)
-        return super().commit(partition, batch)
+        return result
+
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
+        if partition == partition_id(TOPIC, 1):
+            self.calls_1 += 1
+            if self.calls_1 == 1:
+                self.written.wait(10)
+                raise redis.exceptions.ConnectionError("Redis went away")
+            self.back.wait(10)
+        return super().judge(partition, batch)
 
 
 def test_a_reply_from_before_an_outage_does_not_mark_redis_up(redis_client: redis.Redis) -> None:

@@ -10,6 +10,11 @@
 --   KEYS[5] "vl:<partition>" list of the partition's last RECENT verdict
 --                 segments "first offset,last offset,verdicts" (one character
 --                 per offset, "-" for an offset that was not an event)
+--   KEYS[6] "wj"  hash partition -> judged watermark (greatest time this
+--                 script accepted; advanced here, so that a partition's next
+--                 batch can be judged while this one applies). Lateness is
+--                 judged against the greater of "wm" and "wj"; "wm" alone
+--                 (the applied one) forgets ids and bounds the pair floor.
 -- ARGV: partition, horizon ms, dedupe ms, events JSON, flat:
 --       [id or "", t, offset, id or "", t, offset, ...] (one array, not one per
 --       event: cjson builds no table per event)
@@ -23,7 +28,10 @@
 -- between its round trips, re-read after a crash or a refused commit): an
 -- offset found in the partition's recent segments gets the verdict it got,
 -- and changes nothing; it does not meet its own insert id, nor the watermark
--- its own batch advanced.
+-- its own batch advanced. The judged watermark may run ahead of the stored
+-- one by the batches judged and not applied yet (a worker judges at most two
+-- ahead): their offsets are in the recent segments, so they are judged again
+-- the same, wherever a re-delivery's batches start and end.
 local part = ARGV[1]
 local H, D = tonumber(ARGV[2]), tonumber(ARGV[3])
 local flat = cjson.decode(ARGV[4])
@@ -56,8 +64,11 @@ local function judged(off)
 end
 
 local stored = redis.call('HGET', WM, part)
-local wm = tonumber(stored or '')
-local stored_wm = wm
+local stored_wm = tonumber(stored or '')
+local judged_wm = tonumber(redis.call('HGET', KEYS[6], part) or '')
+local wm = stored_wm
+if judged_wm ~= nil and (wm == nil or judged_wm > wm) then wm = judged_wm end
+local wm_before = wm
 
 local function partition_of(origin) return string.match(origin, '^(.*):[^:]*$') end
 
@@ -176,6 +187,7 @@ if stored_wm ~= nil and first ~= nil then
   end
 end
 if moved then redis.call('HSET', GCDAY, part, string.format('%d', first)) end
+if wm ~= nil and wm ~= wm_before then redis.call('HSET', KEYS[6], part, string.format('%d', wm)) end
 -- the lowest stored watermark of the tree's partitions: no event earlier than
 -- it minus the horizon can be accepted any more, in any partition that has a
 -- watermark (the pair unit forgets end times that no such start could claim)
