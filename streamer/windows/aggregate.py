@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from math import isfinite
 from typing import Any
 
 from streamer.events.fields import entity_key, field_reader
@@ -185,6 +186,9 @@ class Aggregator:
         match = self.matchers["f"]
         prop = self.unit.params["value"]
         entity = self.unit.params.get("entity")
+        names = self._names["f"]
+        if names is not None and entity is None:
+            return self._sum_of_names(events, names, prop)
         totals: dict[int, float] = defaultdict(float)
         for event in events:
             if not match(event):
@@ -202,6 +206,29 @@ class Aggregator:
         if prop is None:
             return {"int": True, "b": [[b, int(v)] for b, v in totals.items()]}
         return {"int": False, "b": [[b, v] for b, v in totals.items() if v != 0]}
+
+    def _sum_of_names(self, events: Sequence[Event], names: frozenset[str], prop: str | None) -> Payload | None:
+        """``_sum`` when a name test is the whole filter and no entity is
+        needed (the usual sum), inline: the same payload."""
+        r = self.r
+        if prop is None:
+            counts: dict[int, int] = {}
+            get = counts.get
+            for event in events:
+                if event.name in names:
+                    b = event.time_ms // r
+                    counts[b] = get(b, 0) + 1
+            return {"int": True, "b": [[b, v] for b, v in counts.items()]} if counts else None
+        totals: dict[int, float] = {}
+        total = totals.get
+        for event in events:
+            if event.name in names:
+                value: Any = event.props.get(prop)
+                kind = value.__class__  # is_number, inline: bool is not int
+                if kind is int or (kind is float and isfinite(value)):
+                    b = event.time_ms // r
+                    totals[b] = total(b, 0.0) + value
+        return {"int": False, "b": [[b, v] for b, v in totals.items() if v != 0]} if totals else None
 
     def _hll(self, events: Sequence[Event], memo: Memo | None) -> Payload | None:
         match = self.matchers["f"]

@@ -25,7 +25,7 @@ import orjson
 
 from streamer.events.fields import Reader, entity_key, field_reader, field_value
 from streamer.events.types import Event
-from streamer.windows.filters import Predicate, compile_filter
+from streamer.windows.filters import Predicate, compile_filter, names_only
 from streamer.windows.units import DiffCount, HllCount, Plan, Unit, WindowSum
 
 BREAKDOWN_VERSION = 1
@@ -144,16 +144,20 @@ class Labeler:
 
     def split(self, events: Sequence[tuple[int, Event]]) -> dict[int, list[tuple[int, Event]]]:
         """The events the measure reads, per label index (log order kept)."""
-        label, match, index = self._label, self.match, self.index
+        names = names_only(self.plan.unit.filters["f"])
+        match, read, index = self.match, self._read, self.index
         out: dict[int, list[tuple[int, Event]]] = {}
-        indexes: dict[str, int] = {}  # label value -> index, for this batch
+        by_text: dict[str, int] = {}  # a non-empty string value -> its index, for this batch
         for pair in events:
             event = pair[1]
-            if match(event):
-                value = label(event)
-                i = indexes.get(value)
-                if i is None:
-                    i = indexes[value] = index(value)
+            if event.name in names if names is not None else match(event):
+                value = read(event)
+                if value.__class__ is str and value:  # the usual value: its own label
+                    i = by_text.get(value)
+                    if i is None:
+                        i = by_text[value] = index(value)
+                else:
+                    i = index(label_of(value))
                 got = out.get(i)
                 if got is None:
                     out[i] = [pair]

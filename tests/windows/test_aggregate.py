@@ -142,3 +142,37 @@ def test_flat_payload_lists_read_back_as_records() -> None:
             assert sum(c for r in records for c in r[-1][1::2]) == sum(1 for e in events if e.name == "lesson_completed")
         seen.add(unit.kind)
     assert seen == {"retention", "pair"}
+
+
+@pytest.mark.parametrize("prop", [None, "minutes"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_inline_sum_of_names_is_the_general_sum(prop: str | None, seed: int) -> None:
+    """``_sum`` by a name test alone (the inline loop) gives the payload of
+    the general loop (the filter's predicate, ``is_number``), over values of
+    every kind: ints, floats, NaN and infinities, booleans, strings, null,
+    missing, and events of other names."""
+    import random
+
+    from streamer.windows.units import Unit
+
+    rng = random.Random(seed)
+    kinds = [3, 2.5, -1, 0, 0.0, float("nan"), float("inf"), True, False, "7", None, [1], {"a": 1}]
+    events = []
+    for i in range(2_000):
+        props = {} if rng.random() < 0.1 else {"minutes": rng.choice(kinds)}
+        name = rng.choice(["lesson_completed", "lesson_abandoned", "signed_up"])
+        events.append(Event(name=name, user=f"u{i % 50}", time_ms=rng.randrange(10 * 86_400_000), props=props))
+    flt = {"event": ["lesson_completed", "lesson_abandoned"], "where": {}}
+    tree = example("education")
+    template = next(u for u in compile_tree(tree).units if u.kind == "sum")
+    unit = Unit("sum", "t", {"filter": flt, "value": prop}, "f" + str(prop),
+                {"f": template.filters["f"].model_copy(update={"event": tuple(flt["event"])})})
+    inline = Aggregator(unit, 3_600_000)
+    general = Aggregator(unit, 3_600_000)
+    general._names = {"f": None}  # force the predicate loop
+    want = general.payload(events)
+    got = inline.payload(events)
+    assert want is not None and len(want["b"]) > 10
+    assert got == want
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
+    assert [type(v) for _, v in got["b"]] == [type(v) for _, v in want["b"]]
