@@ -30,7 +30,7 @@ from streamer.events.types import Event, Rejected
 from streamer.spec.model import Tree
 from streamer.state.expiry import Refresher
 from streamer.state.store import Store, backfill_field
-from streamer.windows.aggregate import Aggregator, Memo
+from streamer.windows.aggregate import Aggregator, Memo, reads_names
 from streamer.windows.breakdown import REGISTRY, Labeler, compile_breakdowns
 from streamer.windows.units import Plan, Unit, compile_tree, days_are_buckets, entity_mode
 
@@ -184,6 +184,21 @@ class _TreeState:
         self.params = [unit_params(u, plan) for u in plan.units]
         unique = {b.unit.fingerprint: b for b in compile_breakdowns(plan).values()}
         self.breakdowns = [_Breakdown(Labeler(b), plan) for b in unique.values()]
+        self.reads = tree_reads([*plan.units, *(b.unit for b in unique.values())])
+        """The event names some unit of the tree reads (None: every name):
+        the insert ids of other events are not checked nor recorded
+        (docs/semantics.md §2)."""
+
+
+def tree_reads(units: Sequence[Unit]) -> frozenset[str] | None:
+    """The union of the units' ``reads_names`` (None when one reads every event)."""
+    names: set[str] = set()
+    for unit in units:
+        got = reads_names(unit)
+        if got is None:
+            return None
+        names |= got
+    return frozenset(names)
 
 
 @dataclass
@@ -298,8 +313,13 @@ class BatchApplier:
         requests: list[tuple[str, int, int, list[Any]]] = []
         for ts, events in zip(self.trees, decoded, strict=True):
             flat: list[Any] = []  # store.verdict_events's layout, built in place
-            for off, ev in events:
-                flat += (ev.insert_id or "", ev.time_ms, off)
+            names = ts.reads
+            if names is None:
+                for off, ev in events:
+                    flat += (ev.insert_id or "", ev.time_ms, off)
+            else:  # an event no unit reads is judged late or not, but never a duplicate
+                for off, ev in events:
+                    flat += (ev.insert_id or "" if ev.name in names else "", ev.time_ms, off)
             requests.append((ts.plan.tree.tree, ts.plan.horizon_ms, ts.plan.dedupe_ms, flat))
         # breakdowns: admit the batch's new values in the first round trip. A
         # value learnt meanwhile (by the previous batch's commit) is asked

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from streamer.events.decode import Decoder
 from streamer.events.fields import entity_key, field_value
 from streamer.events.types import Event, Rejected
@@ -86,9 +88,41 @@ def horizon_s(tree: Tree) -> int:
     return max(need(metric) for _, metric in tree.metrics())
 
 
+def read_names(tree: Tree) -> frozenset[str] | None:
+    """The event names some measure of ``tree`` reads: every ``event:`` list
+    anywhere in its definition (filters, pair starts and ends, relational
+    sides); None (every name) when a measure follows group membership, which
+    any event of an entity carries (``latest_key``)."""
+    names: set[str] = set()
+    every = False
+
+    def walk(node: Any) -> None:
+        nonlocal every
+        if isinstance(node, EventFilter):
+            names.update(node.event)
+        if isinstance(node, BaseModel):
+            if getattr(node, "group", None) is not None and not isinstance(node, Tree):
+                every = True
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for item in node.values():
+                walk(item)
+
+    walk(tree)
+    return None if every else frozenset(names)
+
+
 def ingest(lines: Iterable[bytes | str], tree: Tree, now_ms: int) -> Ingested:
-    """Decode ``lines`` in order and keep the events §2 accepts for ``tree``."""
+    """Decode ``lines`` in order and keep the events §2 accepts for ``tree``.
+    An event of a name no measure reads takes part in lateness (it moves the
+    watermark) but its insert id is ignored: it is never a duplicate and
+    makes none."""
     decoder = Decoder(tree.source)
+    reads = read_names(tree)
     horizon_ms = horizon_s(tree) * MS_PER_S
     dedupe_ms = tree.dedupe_horizon * MS_PER_S
     watermark: int | None = None
@@ -107,7 +141,7 @@ def ingest(lines: Iterable[bytes | str], tree: Tree, now_ms: int) -> Ingested:
         if watermark is not None and t < watermark - horizon_ms:
             counts["late"] += 1
             continue
-        if decoded.insert_id is not None:
+        if decoded.insert_id is not None and (reads is None or decoded.name in reads):
             t0 = last_time_by_insert_id.get(decoded.insert_id)
             if t0 is not None and abs(t - t0) <= dedupe_ms:
                 counts["duplicate"] += 1

@@ -644,13 +644,30 @@ def test_dedupe_horizon_boundary_and_most_recent_accepted() -> None:
         amp("a", "u", D0 + DAY, "A"),  # vs D0+8d+1ms (most recent accepted): accepted
         amp("a", "u", D0 + 14 * DAY, "A"),  # vs D0+1d: 13d: accepted
         amp("a", "u", D0 + 14 * DAY, "A"),  # same line again: duplicate
-        amp("b", "u", D0 + 7 * DAY, "A"),  # other content, same id, 7d away: duplicate
+        amp("a", "v", D0 + 7 * DAY, "A"),  # other content, same id, 7d away: duplicate
         amp("a", "u", D0 + 2 * DAY),  # no insert id: never a duplicate
         amp("a", "u", D0 + 2 * DAY),
     ]
     assert reference_counts(lines, tree, NOW) == {"accepted": 6, "duplicate": 3}
     # window [D0, D0+7d): D0+1d twice (both accepted), D0+2d twice
     assert values(lines, tree, D0 + 7 * DAY) == {"n": 4}
+
+
+def test_an_event_no_metric_reads_is_never_a_duplicate_nor_makes_one() -> None:
+    """Insert ids only count among the events the tree's measures read: an
+    event of another name is judged late or accepted (and then moves the
+    watermark), but its id is neither checked nor recorded."""
+    tree = count_tree()
+    lines = [
+        amp("b", "u", D0 + DAY, "A"),  # read by no metric: accepted, id not recorded
+        amp("a", "u", D0 + DAY, "A"),  # same id: accepted (no "b" is ever a duplicate's original)
+        amp("b", "u", D0 + DAY, "A"),  # a copy of the first line: accepted all the same
+        amp("a", "u", D0 + DAY, "A"),  # a copy of the "a": duplicate
+        amp("b", "u", D0 + 20 * DAY, "B"),  # moves the watermark to D0+20d
+        amp("a", "u", D0 + 6 * DAY - 1),  # late against it
+    ]
+    assert reference_counts(lines, tree, NOW) == {"accepted": 4, "duplicate": 1, "late": 1}
+    assert values(lines, tree, D0 + 7 * DAY) == {"n": 1}
 
 
 def test_custom_dedupe_horizon() -> None:

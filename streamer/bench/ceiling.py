@@ -130,8 +130,9 @@ def redis_pipeline_rate(client: Any, seconds: float = 2.0, pipeline: int = 10_00
     return RedisWrites(done, elapsed, pipeline)
 
 
-# Dedupe answered per insert id: any exact dedupe across partitions and
-# restarts must ask shared state whether each id is new, and record it.
+# Dedupe answered per insert id of an event the tree reads: any exact dedupe
+# across partitions and restarts must ask shared state whether each such id
+# is new, and record it (the ids of other events do not count: semantics.md §2).
 _FLOOR_DEDUPE = """
 local out = {}
 for i, id in ipairs(ARGV) do out[i] = redis.call('SADD', KEYS[1], id) end
@@ -139,6 +140,11 @@ return #out
 """
 DAY_MS = 86_400_000
 FUNNEL_START, FUNNEL_END = "signed_up", "lesson_completed"  # the education tree's funnel
+READ_NAMES = frozenset(
+    {"lesson_completed", "lesson_abandoned", "signed_up", "subscription_purchased", "refund_issued"}
+)
+"""The event names the education tree's measures read (``tests/perf`` checks
+them against the tree's units)."""
 
 
 @dataclass(frozen=True)
@@ -212,9 +218,9 @@ async def _floor(
             ends: set[Any] = set()
             for record in batch:
                 event = loads(record.value)
-                if event.get("insert_id"):
-                    ids.append(event["insert_id"])
                 user, t, name = event.get("user_id"), event.get("time"), event.get("event_type")
+                if name in READ_NAMES and event.get("insert_id"):
+                    ids.append(event["insert_id"])
                 if user and type(t) is int:
                     if name == FUNNEL_START:
                         starts.setdefault(user, t)
