@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -124,11 +125,11 @@ class _Reads:
                         by_name[name] = [pair]
                     else:
                         got.append(pair)
-            present = [name for name in names if name in by_name]
+            present = [by_name[name] for name in names if name in by_name]
             if len(present) <= 1:
-                selected = by_name[present[0]] if present else []
-            else:
-                selected = [pair for pair in self.events if pair[1].name in names]
+                selected = present[0] if present else []
+            else:  # the names' lists merged back into log order (offsets are unique)
+                selected = sorted(chain.from_iterable(present))
             self._selected[names] = selected
         return selected
 
