@@ -333,12 +333,12 @@ class BatchApplier:
                 admissions.append((bd, bd.labeler.candidates(reads.bare(selected))))
         return PreparedBatch(records[0][0], records[-1][0], decoded, requests, admissions, backfill, result)
 
-    def commit(self, partition: str, batch: PreparedBatch, progress: Progress | None = None) -> BatchResult:
+    def commit(self, partition: str, batch: PreparedBatch) -> BatchResult:
         """The Redis part of a prepared batch of ``partition``: ``judge`` (round
         trip 1) then ``apply_judged`` (round trip 2). Batches of one partition
         must be committed in offset order, one at a time; committing a batch
         again (after a Redis error, or re-delivered) is safe."""
-        return self.apply_judged(partition, batch, self.judge(partition, batch), progress)
+        return self.apply_judged(partition, batch, self.judge(partition, batch))
 
     def judge(self, partition: str, batch: PreparedBatch) -> Judged:
         """Round trip 1 of a prepared batch: verdicts, applied offsets and label
@@ -432,6 +432,7 @@ class BatchApplier:
             targets = self._targets(judged.accepted, judged.offsets, judged.label_offsets, last, backfill, known)
             extra = self._refresh_extra(partition, judged.spans, batch.admissions, backfill)
             pending = [t for t in targets if t.due()]
+            applied: list[_Target] = []  # over every round
             for _ in range(MAX_CAS_RETRIES):
                 calls = []
                 memo: Memo = {}  # units over the same events share their counts
@@ -450,9 +451,10 @@ class BatchApplier:
                 ok = self.store.apply(calls, partition, watermarks, field=field, born=born, expire=expire)
                 waited += time.perf_counter() - sent
                 failed = [t for t, good in zip(pending, ok, strict=True) if not good]
+                applied += [t for t, good in zip(pending, ok, strict=True) if good]
                 if not failed:
                     if progress is not None:
-                        for t in pending:
+                        for t in applied:
                             known[t.unit] = t.end
                         progress.watermarks.update(watermarks)
                     done = time.perf_counter()

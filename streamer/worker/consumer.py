@@ -47,6 +47,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _Dropped(Exception):
+    """A batch dropped by a drain while its judge waited for Redis: it stops
+    retrying (the partition's next owner reads it again)."""
+
+
 class BatchAbandoned(Exception):
     """Raised out of ``run()`` when the worker is stopped while Redis is
     unavailable: the batch in hand is dropped unwritten and uncommitted (the
@@ -103,8 +108,10 @@ class _Lane:
     """Batches of this lane in a Redis step (judged or applied) now."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while ``busy`` is 0."""
-    progress: Progress = field(default_factory=Progress)
-    """What the lane's applies left (its batch k+1 is judged while k applies)."""
+    progress: dict[Any, Progress] = field(default_factory=dict)
+    """Per partition, what its applies left (its batch k+1 is judged while k
+    applies); a serial lane serves every partition, and offsets and
+    watermarks are per partition."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -257,6 +264,8 @@ class EventConsumer:
         self._busy(lane, +1)
         try:
             await self._with_retry(batch, lambda: self._judge(batch))
+        except _Dropped:
+            pass
         finally:
             self._busy(lane, -1)
 
@@ -266,7 +275,7 @@ class EventConsumer:
         lane.pending.discard(batch)
         self._busy(lane, +1)
         try:
-            await self._commit(batch, lane.progress)
+            await self._commit(batch, lane.progress.setdefault(batch.tp, Progress()))
         finally:
             self._busy(lane, -1)
             self._release(batch)
@@ -367,6 +376,8 @@ class EventConsumer:
                 delay = min(delay * 2, self.retry_max_s)
                 if self._stopping:
                     raise BatchAbandoned(partition) from exc
+                if batch.dropped:  # only a batch not applying yet can be: a drain waits for none
+                    raise _Dropped(partition) from exc
 
     def _update_lag(self) -> None:
         """Lag from the fetch high watermarks (Tansu reports these low: see

@@ -118,3 +118,25 @@ def test_an_id_of_another_partition_follows_that_partitions_watermark(redis_clie
         applier.apply("0", [(1, amp("a", "u", D0 + H + D + beyond))], NOW)
         result = applier.apply("1", [(0, amp("a", "v", D0 + D, "X"))], NOW)
         assert result.counts["duplicate:t" if verdict == "d" else "accepted:t"] == 1
+
+
+def test_a_sparse_batch_judged_again_meets_its_own_verdicts(redis_client: redis.Redis) -> None:
+    """A batch whose events are far apart in offsets (most of its records were
+    no event) is remembered by offset, not as a run of one character per
+    offset. Judged again (a retry after a Redis error, a re-delivery) once
+    the judged watermark moved past it by more than the horizon (batches
+    judged ahead), every event gets the verdict it got: accepted, not late."""
+    store = Store(redis_client, namespace="sparse")
+    tree = "t"
+
+    def judge(rows: list[tuple[str, int, int]]) -> str:
+        (verdicts,), _ = store.verdicts_and_offsets([(tree, H, D, verdict_events(rows))], "p", [])
+        return verdicts[0]
+
+    sparse = [("s1", D0, 0), ("s2", D0 + 1, 50_000)]  # two events 50,000 offsets apart
+    assert judge(sparse) == "aa"
+    assert judge([("far", D0 + 3 * H, 60_000)]) == "a"  # the judged watermark: far past D0 + H
+    assert judge(sparse) == "aa"  # as it was, nothing written again
+    assert judge([("s3", D0 + 2, 60_001)]) == "l"  # a new event that old is late
+    log = [v.decode() for v in redis_client.lrange(store.verdict_keys.verdict_log(tree, "p"), 0, -1)]
+    assert log[0] == "0,50000,~0=a;50000=a"

@@ -336,7 +336,10 @@ class TimedApplier(BatchApplier):
 
 def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     """``max_inflight <= max_records``: one batch at a time, over every
-    partition: no prepare runs while a batch is judged or applied."""
+    partition: no prepare runs while a batch is judged or applied; the one
+    lane serves both partitions, whose offsets coincide, and the state is
+    the serial ``BatchApplier.apply``'s (a lane's knowledge of its applies
+    is per partition)."""
     tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
     batches = {tp: _batches(_lines(400, seed=20 + tp.partition), 100) for tp in tps}
     fetches = [{tp: batches[tp][i] for tp in tps} for i in range(4)]
@@ -349,6 +352,12 @@ def test_inflight_of_one_batch_is_serial(redis_client: redis.Redis) -> None:
     spans = sorted(applier.spans, key=lambda span: span[1])
     assert [kind for kind, _, _ in spans] == ["prepare", "judge", "apply"] * 8
     assert all(a[2] <= b[1] for a, b in itertools.pairwise(spans))  # never two at once
+    serial = BatchApplier(Store(redis_client, namespace="serial-mode-ref"), [example("education")])
+    for tp in tps:
+        for batch in batches[tp]:
+            serial.apply(partition_id(tp.topic, tp.partition), [(r.offset, r.value or b"") for r in batch], NOW)
+    assert applier.store.applied_offsets(applier.units, "events:1") == [399] * len(applier.units)
+    assert _values(applier.store, applier) == _values(serial.store, serial)
 
 
 class FailingApplier(BatchApplier):
@@ -437,3 +446,38 @@ def test_a_reply_from_before_an_outage_does_not_mark_redis_up(redis_client: redi
         await asyncio.wait_for(runner, 15)
 
     asyncio.run(scenario())
+
+
+class DownApplier(BatchApplier):
+    """Redis is unreachable for every judge."""
+
+    def __init__(self, store: Store, trees: Any) -> None:
+        super().__init__(store, trees)
+        self.tries = 0
+
+    def judge(self, partition: str, batch: PreparedBatch) -> Judged:
+        self.tries += 1
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+
+def test_a_drain_during_an_outage_does_not_wait_for_the_batches_it_drops(redis_client: redis.Redis) -> None:
+    """A rebalance while Redis is down: the batch whose judge is retrying was
+    not applying yet, so the drain drops it and returns without waiting for
+    Redis; nothing is committed and the lane is idle."""
+    tp = TP(TOPIC, 0)
+    applier = DownApplier(Store(redis_client, namespace="down"), [example("education")])
+    consumer = ScriptedConsumer([], [])
+
+    async def scenario() -> None:
+        events = _consumer(consumer, applier, retry_max_s=0.2)
+        events.submit(tp, _batches(_lines(100, seed=50), 100)[0])
+        deadline = time.monotonic() + 15
+        while applier.tries < 2:  # retrying
+            assert time.monotonic() < deadline, "the judge was never retried"
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(events.drain(), 5)  # Redis is still down
+        assert events._inflight == 0
+        await events.close()
+
+    asyncio.run(scenario())
+    assert consumer.commits == {}

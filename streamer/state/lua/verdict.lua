@@ -55,6 +55,9 @@ local function judged(off)
   for j = #segments, 1, -1 do
     local seg = segments[j]
     if off >= seg[1] and off <= seg[2] then
+      if string.sub(seg[3], 1, 1) == '~' then -- a sparse batch: "~offset=v;offset=v..."
+        return string.match(seg[3], '[~;]' .. string.format('%d', off) .. '=(%a)')
+      end
       local c = string.sub(seg[3], off - seg[1] + 1, off - seg[1] + 1)
       if c ~= '-' then return c end
       return nil
@@ -132,11 +135,17 @@ for i = 1, n do
   out[i] = v
 end
 
--- remember this batch's verdicts by offset (offsets increase within a batch)
+-- remember this batch's verdicts by offset (offsets increase within a batch):
+-- every batch with a fresh verdict, since the judged watermark already
+-- counts its events (a batch judged again must meet its own verdicts)
 local text = table.concat(out)
-if fresh > 0 and hi - lo + 1 <= 4 * n + 1000 then
+if fresh > 0 then
   local seg = text -- offsets without a gap (the usual case): the verdicts as they are
-  if hi - lo + 1 ~= n then
+  if hi - lo + 1 > 4 * n + 1000 then -- sparse (records that were no event): by offset
+    local parts = {}
+    for j = 1, n do parts[j] = string.format('%d=%s', flat[3 * j], out[j]) end
+    seg = '~' .. table.concat(parts, ';')
+  elseif hi - lo + 1 ~= n then
     local chars, j = {}, 1
     for o = lo, hi do
       if j <= n and flat[3 * j] == o then
