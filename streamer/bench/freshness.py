@@ -2,9 +2,12 @@
 Redis and on the read side's ``/metrics``, under load.
 
 A worker (evaluator on its faust leader timer) and ``northstar api`` run on a
-topic of their own (one partition, so records apply in produce order). The
-producer sends simulated education events, re-stamped with the wall clock,
-at a fixed rate, and every ``marker_interval_s`` a marker: a
+topic of their own, with as many partitions as the topic whose rate the
+freshness rate is half of (a worker has a lane per partition). The producer
+sends simulated education events, re-stamped with the wall clock, at a
+fixed rate, batch by batch to each partition in turn, and every
+``marker_interval_s`` a marker, always to partition 0 (so markers apply in
+produce order): a
 ``subscription_purchased`` event carrying its produce time (the background
 traffic has none, so ``paid_conversions`` counts markers). Marker ``k`` is
 visible once a snapshot shows ``paid_conversions >= k``; two pollers read the
@@ -46,9 +49,10 @@ class FreshnessConfig:
     evaluate_interval_s: float = 0.5
     poll_s: float = 0.02
     session_timeout_ms: int = 3000
+    partitions: int = 1
 
     def __post_init__(self) -> None:
-        if self.rate <= 0 or self.seconds <= self.warmup_s or self.marker_interval_s <= 0:
+        if self.rate <= 0 or self.seconds <= self.warmup_s or self.marker_interval_s <= 0 or self.partitions < 1:
             raise ValueError(f"bad freshness configuration: {self}")
 
 
@@ -141,6 +145,7 @@ async def _produce(
     producer = new_producer({"bootstrap_servers": bootstrap})
     await producer.start()
     sent = 0
+    turn = 0  # the partition this batch goes to
     try:
         started = time.time()
         next_marker = started
@@ -157,7 +162,7 @@ async def _produce(
                     break  # batch full: the rest goes with the next one
                 appended += 1
             marker_at = None
-            if now >= next_marker:
+            if turn == 0 and now >= next_marker:
                 k = len(markers) + 1
                 marker = {"event_type": "subscription_purchased", "user_id": f"marker-{k}",
                           "time": now_ms, "insert_id": f"marker-{k}",
@@ -167,11 +172,12 @@ async def _produce(
                     marker_at = k
                     next_marker += config.marker_interval_s
             if batch.record_count():
-                future = await producer.send_batch(batch, topic, partition=0)
+                future = await producer.send_batch(batch, topic, partition=turn)
                 if marker_at is not None:
                     markers.append((marker_at, time.time()))
                 await future
             sent += appended
+            turn = (turn + 1) % config.partitions
             await asyncio.sleep(0.005)
     finally:
         await producer.stop()
@@ -188,7 +194,7 @@ def run_freshness(
     namespace = "fresh"
     store = Store(client, namespace=namespace)
     store.delete_namespace()
-    create_topic(services.bootstrap, topic, 1)
+    create_topic(services.bootstrap, topic, config.partitions)
     events = background_events(lines)
     proc = worker(services, definitions, name="fresh-w", group="g-fresh", namespace=namespace,
                   session_timeout_ms=config.session_timeout_ms,
@@ -244,7 +250,8 @@ def run_freshness(
     return {
         "rate_target_events_per_s": round(config.rate, 1),
         "rate_produced_events_per_s": round((sent + len(markers)) / produced_s, 1),
-        "seconds": config.seconds, "evaluate_interval_s": config.evaluate_interval_s,
+        "seconds": config.seconds, "partitions": config.partitions,
+        "evaluate_interval_s": config.evaluate_interval_s,
         "marker_interval_s": config.marker_interval_s, "metrics_cache_s": CACHE_SECONDS,
         "snapshot": _summary(pollers[0], markers, warmup_until),
         "metrics_endpoint": _summary(pollers[1], markers, warmup_until),

@@ -324,7 +324,8 @@ def _freshness(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> Non
     ctx.log(f"freshness: {rate:,.0f} events/s for {ctx.config.freshness_seconds:.0f}s")
     config = freshness.FreshnessConfig(rate=rate, seconds=ctx.config.freshness_seconds,
                                        evaluate_interval_s=ctx.config.evaluate_interval_s,
-                                       session_timeout_ms=ctx.config.session_timeout_ms)
+                                       session_timeout_ms=ctx.config.session_timeout_ms,
+                                       partitions=load.partitions)
     out = freshness.run_freshness(ctx.services, ctx.client, definitions, topic, load.lines[:200_000], config)
     out["rate_basis"] = basis
     ctx.result["freshness"] = out
