@@ -1,8 +1,8 @@
-"""Lets a lane's commit run its Python before batch preparation does.
+"""Lets a lane's judge and apply run their Python before batch preparation does.
 
-A worker's threads share one GIL. A lane's commit is a chain: verdicts
-(Redis), then the pre-aggregation (Python), then the apply (Redis). While
-its Python runs, the next batches' preparation (decoding, also Python)
+A worker's threads share one GIL. A batch's commit is a chain: verdicts
+(Redis, the lane's judge stage), then the pre-aggregation (Python), then the
+apply (Redis; both the lane's apply stage). While its Python runs, the next batches' preparation (decoding, also Python)
 competes for the same GIL and stretches the chain, although preparation has
 time to spare (docs/performance.md, proposal 21). A commit brackets its
 Python part with ``enter()`` and ``leave()``; preparation calls ``defer()``

@@ -7,10 +7,12 @@ Each unit only receives events after its own applied offset, and its apply
 checks that offset atomically, so a re-delivered batch changes nothing.
 
 ``BatchApplier.prepare`` (decode, verdict requests, breakdown values to
-admit; CPU only) and ``BatchApplier.commit`` (the round trips, and the
-pre-aggregation, which needs the verdicts) are separate steps so that the
-worker can prepare batch k+1 while Redis applies batch k; with a
-``Courtesy`` (streamer/courtesy.py), ``prepare`` waits while a commit runs
+admit; CPU only), ``BatchApplier.judge`` (round trip 1) and
+``BatchApplier.apply_judged`` (the pre-aggregation, which needs the
+verdicts, and round trip 2) are separate steps, ``commit`` the last two in
+a row: a worker's lane prepares batch k+2 and judges batch k+1 while batch
+k applies (``Progress`` carries what its applies set); with a ``Courtesy``
+(streamer/courtesy.py), ``prepare`` waits while a judge or an apply runs
 its Python.
 """
 
