@@ -1,7 +1,7 @@
 """Freshness: from an event produced to its effect visible in the snapshot in
 Redis and on the read side's ``/metrics``, under load.
 
-A worker (evaluator on its faust leader timer) and ``northstar api`` run on a
+A worker (evaluator on the faust leader) and ``northstar api`` run on a
 topic of their own, with as many partitions as the topic whose rate the
 freshness rate is half of (a worker has a lane per partition). The producer
 sends simulated education events, re-stamped with the wall clock, at a
@@ -11,7 +11,9 @@ produce order): a
 ``subscription_purchased`` event carrying its produce time (the background
 traffic has none, so ``paid_conversions`` counts markers). Marker ``k`` is
 visible once a snapshot shows ``paid_conversions >= k``; two pollers read the
-snapshot key and scrape ``/metrics`` every ``poll_s``.
+snapshot key and scrape ``/metrics`` every ``poll_s``. A third reads partition
+0's applied offsets, which splits the snapshot's delay into produced ->
+applied (the worker) and applied -> in a snapshot (the evaluation).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def background_events(lines: Sequence[bytes]) -> list[dict[str, Any]]:
 
 async def _produce(
     bootstrap: str, topic: str, events: list[dict[str, Any]], config: FreshnessConfig,
-    markers: list[tuple[int, float]],
+    markers: list[tuple[int, float]], marker_offsets: dict[int, int] | None = None,
 ) -> int:
     """Send background events at ``config.rate`` and a marker every
     ``marker_interval_s``; returns how many background events were sent."""
@@ -171,11 +173,13 @@ async def _produce(
                 if batch.append(key=b"marker", value=orjson.dumps(marker), timestamp=None) is not None:
                     marker_at = k
                     next_marker += config.marker_interval_s
-            if batch.record_count():
+            if count := batch.record_count():
                 future = await producer.send_batch(batch, topic, partition=turn)
                 if marker_at is not None:
                     markers.append((marker_at, time.time()))
-                await future
+                meta = await future
+                if marker_at is not None and marker_offsets is not None:
+                    marker_offsets[marker_at] = meta.offset + count - 1
             sent += appended
             turn = (turn + 1) % config.partitions
             await asyncio.sleep(0.005)
@@ -226,8 +230,29 @@ def run_freshness(
                 return value
         return None
 
+    applied_keys: list[str] = []
+    reads = [0]
+    field = f"{topic}:0"
+
+    def from_applied() -> float | None:
+        """Partition 0's greatest applied offset over every unit (whose keys
+        are listed again every 50 reads: units appear with their first events)."""
+        if reads[0] % 50 == 0:
+            applied_keys[:] = [k.decode() if isinstance(k, bytes) else k
+                               for k in client.scan_iter(match=f"{namespace}:*applied", count=1000)]
+        reads[0] += 1
+        if not applied_keys:
+            return None
+        pipe = client.pipeline(transaction=False)
+        for key in applied_keys:
+            pipe.hget(key, field)
+        values = [int(v) for v in pipe.execute() if v is not None]
+        return float(max(values)) if values else None
+
     markers: list[tuple[int, float]] = []
-    pollers = [_Poller(from_snapshot, config.poll_s), _Poller(from_metrics, max(config.poll_s, 0.05))]
+    marker_offsets: dict[int, int] = {}
+    pollers = [_Poller(from_snapshot, config.poll_s), _Poller(from_metrics, max(config.poll_s, 0.05)),
+               _Poller(from_applied, config.poll_s)]
     try:
         proc.start()
         api.start()
@@ -235,7 +260,7 @@ def run_freshness(
         for poller in pollers:
             poller.start()
         started = time.time()
-        sent = asyncio.run(_produce(services.bootstrap, topic, events, config, markers))
+        sent = asyncio.run(_produce(services.bootstrap, topic, events, config, markers, marker_offsets))
         produced_s = time.time() - started
         rss = rss_mib(proc.pid) or 0.0
         with contextlib.suppress(ServiceNotReadyError):  # markers never seen are reported
@@ -256,4 +281,26 @@ def run_freshness(
         "snapshot": _summary(pollers[0], markers, warmup_until),
         "metrics_endpoint": _summary(pollers[1], markers, warmup_until),
         "worker_rss_mib": round(rss, 1),
+        "parts": _parts(pollers[2], pollers[0], markers, marker_offsets, warmup_until),
     }
+
+
+def _parts(applied: _Poller, snapshot: _Poller, markers: list[tuple[int, float]],
+           offsets: dict[int, int], warmup_until: float) -> dict[str, Any]:
+    """Where a snapshot's delay goes: produced -> applied in Redis by the
+    worker (partition 0's applied offset passed the marker's) and applied ->
+    in a stored snapshot (the evaluation's wait and run)."""
+    to_applied, to_snapshot = [], []
+    for k, produced in markers:
+        if produced < warmup_until or k not in offsets:
+            continue
+        t = applied.seen(offsets[k])
+        if t is None:
+            continue
+        to_applied.append(t - produced)
+        seen = snapshot.seen(k)
+        if seen is not None:
+            to_snapshot.append(seen - t)
+    return {name: {"markers": len(xs), "p50_s": _round(_percentile(xs, 50)), "p99_s": _round(_percentile(xs, 99)),
+                   "max_s": _round(max(xs) if xs else None)}
+            for name, xs in (("produced_to_applied", to_applied), ("applied_to_snapshot", to_snapshot))}

@@ -201,6 +201,11 @@ def table(result: dict[str, Any]) -> str:
         row(f"freshness p50 / p99, {label}", f"{_fmt(d.get('p50_s'))} / {_fmt(d.get('p99_s'))} s",
             f"{_fmt(g('freshness', 'rate_produced_events_per_s'))} ev/s, evaluate every "
             f"{_fmt(g('freshness', 'evaluate_interval_s'))} s, {d.get('markers')} markers")
+    for name, label in (("produced_to_applied", "produced to applied"), ("applied_to_snapshot", "applied to snapshot")):
+        d = g("freshness", "parts", name) or {}
+        if d:
+            row(f"freshness p50 / p99, {label}", f"{_fmt(d.get('p50_s'))} / {_fmt(d.get('p99_s'))} s",
+                "where the snapshot's delay goes")
     for r in g("evaluation", "rows") or []:
         row(f"evaluation, {r['users']:,} users", r["eval_ms_median"],
             f"{_fmt(r.get('active_in_window'))} active in the window, {r['events']:,} events, "

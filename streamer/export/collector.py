@@ -2,7 +2,8 @@
 
 A custom collector (prometheus_client's ``collect()`` protocol): each scrape
 reads the snapshot the evaluator stored in Redis (``<ns>:{<tree>}:snapshot``)
-for every tree, at most once per ``cache_seconds`` however many scrapers ask.
+for every tree (or at most once per ``cache_seconds``, when given, however
+many scrapers ask).
 Nothing is kept between reads, so the exposition is always the stored state:
 a tree without a snapshot has no series, and a Redis error yields
 ``northstar_exporter_up 0`` and no snapshot series (never stale values).
@@ -157,10 +158,11 @@ def _metric_labels(tree: str, metric: MetricSnapshot) -> list[str]:
     ]
 
 
-CACHE_SECONDS = 0.5
-"""Default: the most a scrape adds to a snapshot's age, for one ``GET`` per
-tree per interval (a cache of 1 s put /metrics' freshness p99 at 1.8-2.0 s
-against the 2 s target, docs/performance.md)."""
+CACHE_SECONDS = 0.0
+"""Default: no cache, each scrape reads the stored snapshots (one ``GET`` per
+tree), so a scrape adds nothing to a value's age. A cache of ``c`` s adds up
+to ``c`` to it: 0.5 s was 0.3-0.5 s of /metrics' freshness p99 under load
+(docs/performance.md); set one only when scrapers poll many times a second."""
 
 
 class SnapshotCollector:

@@ -1,5 +1,5 @@
-"""Wiring the faust app (thin): lifecycle, web server, leader-elected timers,
-and the batched event service."""
+"""Wiring the faust app (thin): lifecycle, web server, leader election, the
+evaluation (on the leader) and the batched event service."""
 
 from __future__ import annotations
 
@@ -38,11 +38,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[T
     )
     service = EventService(settings, kafka, trees, loop=None)
     app.add_dependency(service)
-    evaluation = EvaluationService(settings, kafka, trees, service.metrics, loop=None)
+    # one worker of the group evaluates: the faust leader
+    evaluation = EvaluationService(settings, kafka, trees, service.metrics, is_leader=app.is_leader, loop=None)
     app.add_dependency(evaluation)
-
-    @app.timer(settings.evaluate_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
-    async def evaluate() -> None:  # one worker of the group: the faust leader
-        await evaluation.tick()
-
     return app, service

@@ -30,9 +30,11 @@ same verdicts) and waits for the ones in a round trip.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -113,6 +115,14 @@ class _Lane:
     applies); a serial lane serves every partition, and offsets and
     watermarks are per partition."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    executor: ThreadPoolExecutor | None = None
+    """The lane's own threads, one per stage: a stage never waits for a
+    thread another lane (or the evaluator) holds through a Redis round trip."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the lane's threads."""
+        assert self.executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
 
 class EventConsumer:
@@ -188,6 +198,7 @@ class EventConsumer:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self.serial)
+            lane.executor = ThreadPoolExecutor(1 if lane.serial else 3, thread_name_prefix=f"lane {key}")
             lane.idle.set()
             lane.tasks = [asyncio.create_task(self._prepare_stage(lane), name=f"prepare {key}")]
             if not lane.serial:
@@ -212,6 +223,9 @@ class EventConsumer:
     async def close(self) -> None:
         """End every lane (after ``drain``): the next batch of a partition starts a new one."""
         tasks = [t for lane in self._lanes.values() for t in lane.tasks]
+        for lane in self._lanes.values():
+            if lane.executor is not None:  # a thread still in a call ends it and exits
+                lane.executor.shutdown(wait=False)
         self._lanes.clear()
         self._inflight = 0
         self._room.set()
@@ -228,7 +242,7 @@ class EventConsumer:
         while True:
             batch = await lane.inbox.get()
             if not batch.dropped:
-                batch.prepared = await self._prepare(batch)
+                batch.prepared = await self._prepare(lane, batch)
             if batch.dropped:  # maybe while it was being prepared
                 self._release(batch)
             elif lane.serial:
@@ -263,7 +277,7 @@ class EventConsumer:
         # judged and not applied, it is judged the same again by the next reader
         self._busy(lane, +1)
         try:
-            await self._with_retry(batch, lambda: self._judge(batch))
+            await self._with_retry(batch, lambda: self._judge(lane, batch))
         except _Dropped:
             pass
         finally:
@@ -275,7 +289,7 @@ class EventConsumer:
         lane.pending.discard(batch)
         self._busy(lane, +1)
         try:
-            await self._commit(batch, lane.progress.setdefault(batch.tp, Progress()))
+            await self._commit(lane, batch, lane.progress.setdefault(batch.tp, Progress()))
         finally:
             self._busy(lane, -1)
             self._release(batch)
@@ -297,19 +311,19 @@ class EventConsumer:
         self._inflight -= batch.size
         self._room.set()
 
-    async def _prepare(self, batch: _Batch) -> PreparedBatch:
+    async def _prepare(self, lane: _Lane, batch: _Batch) -> PreparedBatch:
         now_ms = int(self.clock() * 1000)
         applier = self.applier_for(batch.tp.topic)
         started = time.perf_counter()
-        prepared = await asyncio.to_thread(_prepare_records, applier, batch.records, now_ms)
+        prepared = await lane.run(_prepare_records, applier, batch.records, now_ms)
         self.metrics.stage.labels("prepare").observe(time.perf_counter() - started)
         return prepared
 
-    async def _commit(self, batch: _Batch, progress: Progress) -> BatchResult:
+    async def _commit(self, lane: _Lane, batch: _Batch, progress: Progress) -> BatchResult:
         """Apply a judged batch (judging it again after a Redis outage), send its
         dead letters, commit its offset."""
         tp = batch.tp
-        result = await self._with_retry(batch, lambda: self._apply(batch, progress))
+        result = await self._with_retry(batch, lambda: self._apply(lane, batch, progress))
         if batch.dead:
             self.metrics.dead_letters.inc(await self.dead_letters.send(tp.topic, tp.partition, batch.dead))
         try:
@@ -328,21 +342,21 @@ class EventConsumer:
         self.metrics.latency.observe(time.perf_counter() - batch.fetched)
         return result
 
-    async def _judge(self, batch: _Batch) -> Judged:
+    async def _judge(self, lane: _Lane, batch: _Batch) -> Judged:
         if batch.prepared is None:  # again, after an outage: with the clock of now
-            batch.prepared = await self._prepare(batch)
+            batch.prepared = await self._prepare(lane, batch)
         applier = self.applier_for(batch.tp.topic)
         partition = partition_id(batch.tp.topic, batch.tp.partition)
-        batch.judged = await asyncio.to_thread(applier.judge, partition, batch.prepared)
+        batch.judged = await lane.run(applier.judge, partition, batch.prepared)
         return batch.judged
 
-    async def _apply(self, batch: _Batch, progress: Progress) -> BatchResult:
+    async def _apply(self, lane: _Lane, batch: _Batch, progress: Progress) -> BatchResult:
         if batch.judged is None:
-            await self._judge(batch)
+            await self._judge(lane, batch)
         applier = self.applier_for(batch.tp.topic)
         partition = partition_id(batch.tp.topic, batch.tp.partition)
         # no reference to the batch's contents here: they are freed in the thread
-        return await asyncio.to_thread(_apply_batch, applier, partition, batch, progress)
+        return await lane.run(_apply_batch, applier, partition, batch, progress)
 
     async def _with_retry(self, batch: _Batch, step: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis step of ``batch``; while Redis is unreachable, back off

@@ -1,14 +1,20 @@
 """Evaluation on the faust leader: one worker of the group runs it (faust's
 leader election); if it dies, the next leader continues from the state the
-last one stored in Redis, and delivers any alert it left in flight."""
+last one stored in Redis, and delivers any alert it left in flight.
+
+Ticks start at a fixed rate (``streamer.worker.cadence``) and run the
+evaluator in a thread of their own, so that an evaluation never waits for a
+thread a lane holds through a Redis round trip, nor a lane for it."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import mode
 import orjson
@@ -19,19 +25,26 @@ from streamer.evaluate.evaluator import Evaluator
 from streamer.spec.model import Tree
 from streamer.state.expiry import touch
 from streamer.state.store import Store
+from streamer.worker.cadence import next_due
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.service import redis_client
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EvaluationService(mode.Service):
-    """Holds the evaluator and the alert sinks; ``tick`` runs one evaluation."""
+    """Holds the evaluator and the alert sinks; ``tick`` runs one evaluation,
+    every ``evaluate_interval_s`` while ``is_leader()`` (given: the cadence
+    runs; not given: the caller calls ``tick``)."""
 
     def __init__(self, settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[Tree],
-                 metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
+                 metrics: WorkerMetrics | None = None, is_leader: Callable[[], bool] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.is_leader = is_leader
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
         self.metrics = metrics
         self.settings = settings
         self.kafka = kafka
@@ -50,7 +63,7 @@ class EvaluationService(mode.Service):
 
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
         self.store = store
-        self.evaluator = await asyncio.to_thread(Evaluator, store, self.trees, self.settings.clock)
+        self.evaluator = await self._in_thread(Evaluator, store, self.trees, self.settings.clock)
         self.producer = AIOKafkaProducer(**self.kafka.client_kwargs(), acks="all")
         await self.producer.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
@@ -69,7 +82,7 @@ class EvaluationService(mode.Service):
         if self.metrics is not None:
             self.metrics.evaluations.inc()
         try:
-            results = await asyncio.to_thread(self.evaluator.run_once)
+            results = await self._in_thread(self.evaluator.run_once)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             # one line when Redis goes away, not a traceback every tick
             if self.redis_ok:
@@ -100,7 +113,7 @@ class EvaluationService(mode.Service):
         plans = [e.plan for e in self.evaluator.trees]
         self._next_touch = time.monotonic() + min(retention.refresh_every_s(retention.ttl_ms(p)) for p in plans)
         try:
-            report = await asyncio.to_thread(touch, self.store, plans, retention)
+            report = await self._in_thread(touch, self.store, plans, retention)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             self._next_touch = 0.0  # the evaluation below reports the outage once
             return
@@ -111,8 +124,26 @@ class EvaluationService(mode.Service):
         if report.expiring:
             logger.info("state: %d orphaned keys now expire (%d live keys refreshed)", report.expiring, report.refreshed)
 
+    @mode.Service.task
+    async def _cadence(self) -> None:
+        if self.is_leader is None:
+            return
+        interval = self.settings.evaluate_interval_s
+        due = time.monotonic() + interval
+        while not self.should_stop:
+            await self.sleep(due - time.monotonic())
+            if self.should_stop:
+                break
+            if self.is_leader():
+                await self.tick()
+            due = next_due(due, time.monotonic(), interval)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
     async def on_stop(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
         if self.session is not None:
             await self.session.close()
+        self._executor.shutdown(wait=False)

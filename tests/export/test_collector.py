@@ -312,6 +312,19 @@ def test_scrapes_within_the_cache_interval_read_redis_once(store: Store) -> None
     assert registry.get_sample_value("northstar_divergence_firing", firing) == 1.0
 
 
+def test_by_default_a_scrape_shows_the_snapshot_stored_just_before(store: Store) -> None:
+    """No cache by default: a scrape adds nothing to a value's age, even
+    with the clock standing still between two scrapes."""
+    clock = _Clock()
+    registry = CollectorRegistry()
+    SnapshotCollector(store, [EDU], registry=registry, monotonic=clock)
+    _store_snapshot(store, _snapshot(state="pending"))
+    firing = {"tree": "education"}
+    assert registry.get_sample_value("northstar_divergence_firing", firing) == 0.0
+    _store_snapshot(store, _snapshot(state="firing"))
+    assert registry.get_sample_value("northstar_divergence_firing", firing) == 1.0
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis this test may stop (the session one is shared)."""

@@ -41,6 +41,7 @@ FIELDS = (
     ("freshness", "snapshot", "p50_s"), ("freshness", "snapshot", "p99_s"),
     ("freshness", "metrics_endpoint", "p50_s"), ("freshness", "metrics_endpoint", "p99_s"),
     ("freshness", "rate_produced_events_per_s"), ("freshness", "worker_rss_mib"),
+    ("freshness", "parts", "produced_to_applied", "p99_s"), ("freshness", "parts", "applied_to_snapshot", "p99_s"),
     ("evaluation", "rows"), ("evaluation", "eval_ms_fit", "predicted"), ("evaluation", "eval_ms_largest_vs_smallest"),
     ("memory", "per_unit", "metrics"), ("memory", "per_unit", "all_units_bytes_per_user"),
     ("memory", "distinct", "exact", "used_memory_bytes_per_user"),
@@ -89,6 +90,10 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     assert all(t["status"] in ("met", "missed", "n/a") for t in result["targets"])
     assert result["freshness"]["snapshot"]["markers"] > 0
     assert result["freshness"]["snapshot"]["unseen"] == 0
+    # the parts: every marker seen applied, before it was seen in a snapshot
+    parts = result["freshness"]["parts"]
+    assert parts["produced_to_applied"]["markers"] == result["freshness"]["snapshot"]["markers"]
+    assert parts["applied_to_snapshot"]["p50_s"] >= 0
 
 
 @pytest.mark.timeout(900)

@@ -5,11 +5,12 @@ verdicts and its commit after its apply, at most two batches judged beyond
 the one applying; batch k+1 is prepared and judged while batch k applies; a
 drain (rebalance, stop) lets the applying batch finish and drops the others,
 judged or not, and reading them again gives the serial state; the state
-equals the serial ``BatchApplier.apply``."""
+equals the serial ``BatchApplier.apply``; a lane runs in threads of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import random
 import threading
@@ -481,3 +482,37 @@ def test_a_drain_during_an_outage_does_not_wait_for_the_batches_it_drops(redis_c
 
     asyncio.run(scenario())
     assert consumer.commits == {}
+
+
+def test_lanes_run_in_threads_of_their_own(redis_client: redis.Redis) -> None:
+    """Every thread of the loop's shared pool is blocked (what another lane or
+    the evaluator holding a thread through a slow Redis round trip looked
+    like): a lane still prepares, judges and applies, in its own threads."""
+    tp = TP(TOPIC, 0)
+    batches = _batches(_lines(300, seed=9), 100)
+    applier = BatchApplier(Store(redis_client, namespace="own-threads"), [example("education")])
+    consumer = ScriptedConsumer([{tp: b} for b in batches], [])
+    seen: set[str] = set()
+    original = applier.judge
+
+    def judge(partition: str, prepared: PreparedBatch) -> Judged:
+        seen.add(threading.current_thread().name)
+        return original(partition, prepared)
+
+    applier.judge = judge  # type: ignore[method-assign]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="shared")
+        loop.set_default_executor(pool)
+        blocked = [loop.run_in_executor(None, release.wait) for _ in range(2)]
+        try:
+            await asyncio.wait_for(_run_until_committed(_consumer(consumer, applier), consumer, {tp: 300}), 60)
+        finally:
+            release.set()
+            await asyncio.gather(*blocked)
+
+    asyncio.run(main())
+    assert consumer.commits[tp] == [100, 200, 300]
+    assert seen and all(name.startswith("lane ") for name in seen), seen

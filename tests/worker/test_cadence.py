@@ -1,0 +1,98 @@
+"""The evaluation's cadence: ticks due at a fixed rate (not a fixed pause
+after each), a tick that overruns starts the next at once without a burst
+of missed ones, and only the leader evaluates."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from streamer.worker.cadence import next_due
+from streamer.worker.evaluation import EvaluationService
+from streamer.worker.settings import KafkaSettings, WorkerSettings
+
+
+@pytest.mark.parametrize(
+    ("due", "now", "expected"),
+    [
+        (10.0, 10.2, 10.5),  # ended inside its slot: the next slot
+        (10.0, 10.5, 10.5),  # ended on the next slot
+        (10.0, 10.7, 10.7),  # overran: at once
+        (10.0, 12.3, 12.3),  # overran several slots: once, not one per missed slot
+    ],
+)
+def test_next_due(due: float, now: float, expected: float) -> None:
+    assert next_due(due, now, 0.5) == pytest.approx(expected)
+
+
+class _Ticking(EvaluationService):
+    """No Redis or Kafka: ``tick`` records when it starts and takes ``busy_s``."""
+
+    def __init__(self, interval: float, busy_s: float, leader: threading.Event) -> None:
+        super().__init__(WorkerSettings(evaluate_interval_s=interval), KafkaSettings(), [],
+                         is_leader=leader.is_set, loop=None)
+        self.busy_s = busy_s
+        self.starts: list[float] = []
+
+    async def on_start(self) -> None:
+        pass
+
+    async def tick(self) -> None:
+        self.starts.append(time.monotonic())
+        await asyncio.sleep(self.busy_s)
+
+
+async def _run(service: _Ticking, until: Any, deadline_s: float = 20.0) -> None:
+    await service.start()
+    try:
+        end = time.monotonic() + deadline_s
+        while not until() and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+    finally:
+        await service.stop()
+
+
+def test_ticks_start_at_a_fixed_rate_however_long_they_take() -> None:
+    """Ticks taking 2/3 of the interval: a pause after each would space them
+    by 0.5 s; the fixed rate spaces them by the interval, 0.3 s."""
+    leader = threading.Event()
+    leader.set()
+    service = _Ticking(interval=0.3, busy_s=0.2, leader=leader)
+    asyncio.run(_run(service, lambda: len(service.starts) >= 6))
+    assert len(service.starts) >= 6
+    gaps = [b - a for a, b in zip(service.starts, service.starts[1:], strict=False)]
+    assert sum(gaps) / len(gaps) < 0.4, gaps
+
+
+def test_a_tick_longer_than_the_interval_is_followed_at_once_not_by_a_burst() -> None:
+    leader = threading.Event()
+    leader.set()
+    service = _Ticking(interval=0.1, busy_s=0.35, leader=leader)
+    asyncio.run(_run(service, lambda: len(service.starts) >= 4))
+    gaps = [b - a for a, b in zip(service.starts, service.starts[1:], strict=False)]
+    # each tick starts once the previous ended: never two within one tick's time
+    assert all(gap >= 0.35 for gap in gaps), gaps
+
+
+def test_only_the_leader_evaluates() -> None:
+    leader = threading.Event()
+    service = _Ticking(interval=0.05, busy_s=0.0, leader=leader)
+
+    async def main() -> None:
+        await service.start()
+        try:
+            await asyncio.sleep(0.5)  # ten slots as a follower
+            assert service.starts == []
+            leader.set()
+            end = time.monotonic() + 20
+            while len(service.starts) < 3 and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+            assert len(service.starts) >= 3
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
