@@ -20,6 +20,8 @@ class ApiSettings(BaseSettings):
     api_token: SecretStr | None = None
     api_poll_interval: float = Field(default=0.5, gt=0)
     api_heartbeat_interval: float = Field(default=15.0, gt=0)
+    api_metrics_cache_s: float = Field(default=0.0, ge=0)
+    """Scrapes of /metrics within this share one Redis read (0: each reads)."""
 
     @field_validator("api_token")
     @classmethod

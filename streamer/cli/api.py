@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         Store(client, namespace=settings.namespace), trees, token=token,
         poll_interval=settings.api_poll_interval, heartbeat_interval=settings.api_heartbeat_interval,
+        metrics_cache_seconds=settings.api_metrics_cache_s,
     )
     if token is None and not _is_loopback(settings.api_host):
         logger.warning("serving /api/* without authentication on %s; set NORTHSTAR_API_TOKEN",

@@ -4,15 +4,29 @@ evaluation (on the leader) and the batched event service."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
+from faust.exceptions import NotReady
 
 from streamer.spec.model import Tree
 from streamer.worker.evaluation import EvaluationService
 from streamer.worker.service import EventService
 from streamer.worker.settings import KafkaSettings, WorkerSettings
+
+
+def leader_check(app: Any) -> Callable[[], bool]:
+    """``app.is_leader`` that answers False, not ``NotReady``, while faust's
+    consumer is not started (the evaluation starts before it)."""
+
+    def leading() -> bool:
+        try:
+            return bool(app.is_leader())
+        except NotReady:
+            return False
+
+    return leading
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[Tree]) -> tuple[Any, EventService]:
@@ -39,6 +53,6 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, trees: Sequence[T
     service = EventService(settings, kafka, trees, loop=None)
     app.add_dependency(service)
     # one worker of the group evaluates: the faust leader
-    evaluation = EvaluationService(settings, kafka, trees, service.metrics, is_leader=app.is_leader, loop=None)
+    evaluation = EvaluationService(settings, kafka, trees, service.metrics, is_leader=leader_check(app), loop=None)
     app.add_dependency(evaluation)
     return app, service

@@ -3,14 +3,17 @@
 faust's timers sleep the interval *after* each run (drift correction caps at
 0.1 s), so a tick of 150-250 ms under load stretched a 0.5 s interval to
 0.65-0.75 s and every snapshot aged by that much more. Here tick ``k`` is
-due at ``start + k * interval``; one that overruns its slot starts the next
-at once and drops the slots it missed, so a slow Redis never queues a burst
-of evaluations."""
+due at ``start + k * interval``. One that overruns its slot (a slow Redis)
+is followed after a short pause, ``MIN_GAP`` of the interval, and the slots
+it missed are dropped: never a burst of evaluations, nor evaluations back to
+back on a Redis that is already slow."""
 
 from __future__ import annotations
+
+MIN_GAP = 0.1
+"""The least pause between a tick's end and the next tick, as a fraction of the interval."""
 
 
 def next_due(due: float, now: float, interval: float) -> float:
     """When the tick after the one due at ``due`` starts, that one having ended at ``now``."""
-    following = due + interval
-    return following if following >= now else now
+    return max(due + interval, now + MIN_GAP * interval)

@@ -1,7 +1,7 @@
 """The high-volume event path: aiokafka ``getmany`` batches -> engine -> dead
 letters -> commit. faust's own stream path tops out near 5k events/s here;
 ``getmany`` reads ~330k/s (docs/performance.md), so the worker keeps faust for
-its lifecycle and leader-elected timers and reads events with this loop.
+its lifecycle and leader election and reads events with this loop.
 
 Order per partition batch: apply to Redis (exactly-once by applied offsets),
 then send dead letters (acknowledged), then commit the Kafka offset. A crash

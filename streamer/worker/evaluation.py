@@ -9,6 +9,7 @@ thread a lane holds through a Redis round trip, nor a lane for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -44,7 +45,8 @@ class EvaluationService(mode.Service):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.is_leader = is_leader
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
+        self._executor: ThreadPoolExecutor | None = None
+        self._ticking: asyncio.Task[None] | None = None
         self.metrics = metrics
         self.settings = settings
         self.kafka = kafka
@@ -61,6 +63,7 @@ class EvaluationService(mode.Service):
         import aiohttp
         from aiokafka import AIOKafkaProducer
 
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
         store = Store(redis_client(self.settings.redis_url.get_secret_value()), namespace=self.settings.namespace)
         self.store = store
         self.evaluator = await self._in_thread(Evaluator, store, self.trees, self.settings.clock)
@@ -124,26 +127,33 @@ class EvaluationService(mode.Service):
         if report.expiring:
             logger.info("state: %d orphaned keys now expire (%d live keys refreshed)", report.expiring, report.refreshed)
 
-    @mode.Service.task
-    async def _cadence(self) -> None:
-        if self.is_leader is None:
-            return
+    async def on_started(self) -> None:
+        if self.is_leader is not None:
+            self._ticking = asyncio.create_task(self._cadence(self.is_leader), name="evaluation cadence")
+
+    async def _cadence(self, is_leader: Callable[[], bool]) -> None:
         interval = self.settings.evaluate_interval_s
         due = time.monotonic() + interval
-        while not self.should_stop:
-            await self.sleep(due - time.monotonic())
-            if self.should_stop:
-                break
-            if self.is_leader():
+        while True:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if is_leader():
                 await self.tick()
             due = next_due(due, time.monotonic(), interval)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None, "started"
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def on_stop(self) -> None:
+        # the tick in progress ends first: it may be sending with the producer
+        if self._ticking is not None:
+            self._ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticking
+            self._ticking = None
         if self.producer is not None:
             await self.producer.stop()
         if self.session is not None:
             await self.session.close()
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)

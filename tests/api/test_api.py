@@ -800,3 +800,14 @@ def test_northstar_api_rejects_an_empty_token(redis_server: Any) -> None:
         for key, value in env.items():
             patch.setenv(key, value)
         assert main(["api", "-d", str(ROOT / "definitions")]) == 2
+
+
+def test_northstar_api_rejects_a_negative_metrics_cache(redis_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main
+
+    env = {"NORTHSTAR_API_METRICS_CACHE_S": "-1", "NORTHSTAR_REDIS_URL": redis_server.url}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(["api", "-d", str(ROOT / "definitions")]) == 2
+    assert "api_metrics_cache_s" in capsys.readouterr().err

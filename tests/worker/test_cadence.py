@@ -1,6 +1,8 @@
 """The evaluation's cadence: ticks due at a fixed rate (not a fixed pause
-after each), a tick that overruns starts the next at once without a burst
-of missed ones, and only the leader evaluates."""
+after each), a tick that overruns is followed after a short pause without
+a burst of missed ones, only the leader evaluates (a worker whose faust
+consumer is not started yet is not the leader), and a stop waits for the
+tick in progress before the producer closes."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import time
 from typing import Any
 
 import pytest
+from faust.exceptions import ConsumerNotStarted
 
+from streamer.worker.app import leader_check
 from streamer.worker.cadence import next_due
 from streamer.worker.evaluation import EvaluationService
 from streamer.worker.settings import KafkaSettings, WorkerSettings
@@ -20,9 +24,10 @@ from streamer.worker.settings import KafkaSettings, WorkerSettings
     ("due", "now", "expected"),
     [
         (10.0, 10.2, 10.5),  # ended inside its slot: the next slot
-        (10.0, 10.5, 10.5),  # ended on the next slot
-        (10.0, 10.7, 10.7),  # overran: at once
-        (10.0, 12.3, 12.3),  # overran several slots: once, not one per missed slot
+        (10.0, 10.45, 10.5),  # ended a pause before the next slot
+        (10.0, 10.5, 10.55),  # ended on the next slot: after the pause (a tenth of the interval)
+        (10.0, 10.7, 10.75),  # overran: after the pause
+        (10.0, 12.3, 12.35),  # overran several slots: once, not one per missed slot
     ],
 )
 def test_next_due(due: float, now: float, expected: float) -> None:
@@ -68,14 +73,14 @@ def test_ticks_start_at_a_fixed_rate_however_long_they_take() -> None:
     assert sum(gaps) / len(gaps) < 0.4, gaps
 
 
-def test_a_tick_longer_than_the_interval_is_followed_at_once_not_by_a_burst() -> None:
+def test_a_tick_longer_than_the_interval_is_followed_after_a_pause_not_by_a_burst() -> None:
     leader = threading.Event()
     leader.set()
     service = _Ticking(interval=0.1, busy_s=0.35, leader=leader)
     asyncio.run(_run(service, lambda: len(service.starts) >= 4))
     gaps = [b - a for a, b in zip(service.starts, service.starts[1:], strict=False)]
-    # each tick starts once the previous ended: never two within one tick's time
-    assert all(gap >= 0.35 for gap in gaps), gaps
+    # each tick starts a pause (0.01 s) after the previous ended: never two within one tick's time
+    assert all(gap >= 0.36 for gap in gaps), gaps
 
 
 def test_only_the_leader_evaluates() -> None:
@@ -96,3 +101,42 @@ def test_only_the_leader_evaluates() -> None:
             await service.stop()
 
     asyncio.run(main())
+
+
+def test_a_worker_whose_faust_consumer_is_not_started_is_not_the_leader() -> None:
+    class App:
+        started = False
+
+        def is_leader(self) -> bool:
+            if not self.started:
+                raise ConsumerNotStarted("not started")
+            return True
+
+    app = App()
+    leading = leader_check(app)
+    assert leading() is False
+    app.started = True
+    assert leading() is True
+
+
+def test_a_stop_ends_the_tick_in_progress_before_the_producer_closes() -> None:
+    leader = threading.Event()
+    leader.set()
+    order: list[str] = []
+
+    class Producer:
+        async def stop(self) -> None:
+            order.append("producer stopped")
+
+    class Slow(_Ticking):
+        async def tick(self) -> None:
+            self.starts.append(time.monotonic())
+            try:
+                await asyncio.sleep(30)
+            finally:
+                order.append("tick ended")
+
+    service = Slow(interval=0.05, busy_s=0.0, leader=leader)
+    service.producer = Producer()
+    asyncio.run(_run(service, lambda: len(service.starts) >= 1))
+    assert service.starts and order == ["tick ended", "producer stopped"]
