@@ -177,7 +177,7 @@ class TreeEvaluator:
 
 
 class Evaluator:
-    """Evaluates every tree; ``run_once`` is what the leader timer calls."""
+    """Evaluates every tree; ``run_once`` is what each tick on the leader calls."""
 
     def __init__(self, store: Store, trees: Sequence[Tree], clock: Clock = "watermark") -> None:
         self.trees = [TreeEvaluator(store, t, clock) for t in trees]
