@@ -26,7 +26,7 @@ from streamer.evaluate.evaluator import Evaluator
 from streamer.spec.model import Tree
 from streamer.state.expiry import touch
 from streamer.state.store import Store
-from streamer.worker.cadence import next_due
+from streamer.worker.cadence import run_cadence
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.service import redis_client
 from streamer.worker.settings import KafkaSettings, WorkerSettings
@@ -129,16 +129,9 @@ class EvaluationService(mode.Service):
 
     async def on_started(self) -> None:
         if self.is_leader is not None:
-            self._ticking = asyncio.create_task(self._cadence(self.is_leader), name="evaluation cadence")
-
-    async def _cadence(self, is_leader: Callable[[], bool]) -> None:
-        interval = self.settings.evaluate_interval_s
-        due = time.monotonic() + interval
-        while True:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            if is_leader():
-                await self.tick()
-            due = next_due(due, time.monotonic(), interval)
+            self._ticking = asyncio.create_task(
+                run_cadence(self.settings.evaluate_interval_s, self.is_leader, self.tick), name="evaluation cadence"
+            )
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None, "started"

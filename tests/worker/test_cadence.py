@@ -15,7 +15,7 @@ import pytest
 from faust.exceptions import ConsumerNotStarted
 
 from streamer.worker.app import leader_check
-from streamer.worker.cadence import next_due
+from streamer.worker.cadence import next_due, run_cadence
 from streamer.worker.evaluation import EvaluationService
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -61,46 +61,73 @@ async def _run(service: _Ticking, until: Any, deadline_s: float = 20.0) -> None:
         await service.stop()
 
 
+class _Enough(Exception):
+    """Ends a cadence once the test has seen what it needs."""
+
+
+class _FakeTime:
+    """A clock that only moves when the cadence sleeps or a tick works: the
+    schedule is checked exactly, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.starts: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+    def ticking(self, busy_s: float, ticks: int) -> Any:
+        async def tick() -> None:
+            self.starts.append(self.now)
+            self.now += busy_s
+            if len(self.starts) >= ticks:
+                raise _Enough
+
+        return tick
+
+
+def _cadence(interval: float, busy_s: float, ticks: int, is_leader: Any = lambda: True) -> list[float]:
+    fake = _FakeTime()
+    with pytest.raises(_Enough):
+        asyncio.run(run_cadence(interval, is_leader, fake.ticking(busy_s, ticks), fake.clock, fake.sleep))
+    return fake.starts
+
+
 def test_ticks_start_at_a_fixed_rate_however_long_they_take() -> None:
     """Ticks taking 2/3 of the interval: a pause after each would space them
     by 0.5 s; the fixed rate spaces them by the interval, 0.3 s."""
-    leader = threading.Event()
-    leader.set()
-    service = _Ticking(interval=0.3, busy_s=0.2, leader=leader)
-    asyncio.run(_run(service, lambda: len(service.starts) >= 6))
-    assert len(service.starts) >= 6
-    gaps = [b - a for a, b in zip(service.starts, service.starts[1:], strict=False)]
-    assert sum(gaps) / len(gaps) < 0.4, gaps
+    starts = _cadence(interval=0.3, busy_s=0.2, ticks=6)
+    assert starts == pytest.approx([100.3 + 0.3 * k for k in range(6)])
 
 
 def test_a_tick_longer_than_the_interval_is_followed_after_a_pause_not_by_a_burst() -> None:
-    leader = threading.Event()
-    leader.set()
-    service = _Ticking(interval=0.1, busy_s=0.35, leader=leader)
-    asyncio.run(_run(service, lambda: len(service.starts) >= 4))
-    gaps = [b - a for a, b in zip(service.starts, service.starts[1:], strict=False)]
-    # each tick starts a pause (0.01 s) after the previous ended: never two within one tick's time
-    assert all(gap >= 0.36 for gap in gaps), gaps
+    """Ticks of 0.35 s at an interval of 0.1 s: each starts a pause (a tenth
+    of the interval) after the previous ended, none for the slots it missed."""
+    starts = _cadence(interval=0.1, busy_s=0.35, ticks=4)
+    assert starts == pytest.approx([100.1 + 0.36 * k for k in range(4)])
 
 
 def test_only_the_leader_evaluates() -> None:
+    """Ten slots as a follower, then the leader: the first tick is on the eleventh slot."""
+    answers = iter([False] * 10)
+    starts = _cadence(interval=0.05, busy_s=0.0, ticks=3, is_leader=lambda: next(answers, True))
+    assert starts == pytest.approx([100.0 + 0.05 * k for k in (11, 12, 13)])
+
+
+def test_the_service_runs_its_cadence_only_with_a_leader_check() -> None:
     leader = threading.Event()
+    leader.set()
     service = _Ticking(interval=0.05, busy_s=0.0, leader=leader)
-
-    async def main() -> None:
-        await service.start()
-        try:
-            await asyncio.sleep(0.5)  # ten slots as a follower
-            assert service.starts == []
-            leader.set()
-            end = time.monotonic() + 20
-            while len(service.starts) < 3 and time.monotonic() < end:
-                await asyncio.sleep(0.01)
-            assert len(service.starts) >= 3
-        finally:
-            await service.stop()
-
-    asyncio.run(main())
+    asyncio.run(_run(service, lambda: len(service.starts) >= 2))
+    assert len(service.starts) >= 2
+    without = _Ticking(interval=0.05, busy_s=0.0, leader=leader)
+    without.is_leader = None
+    asyncio.run(_run(without, lambda: False, deadline_s=0.3))  # no cadence: the caller ticks
+    assert without.starts == []
 
 
 def test_a_worker_whose_faust_consumer_is_not_started_is_not_the_leader() -> None:
