@@ -73,6 +73,9 @@ class BenchConfig:
     workdir: Path | None = None
     seed: int = 5
     extrapolate_users: int = 10_000_000
+    pairs: int = 3
+    """Ceiling and one-worker runs, interleaved: the target reads the median
+    of their ratios (the first pair is the sections' own runs)."""
 
     def __post_init__(self) -> None:
         if self.events < 1 or self.peer_events < 1:
@@ -85,6 +88,8 @@ class BenchConfig:
             raise ValueError("--freshness-seconds must exceed the 3 s warm-up by a margin (> 5)")
         if self.session_timeout_ms < 1000 or self.restart_trials < 1:
             raise ValueError("--session-timeout-ms must be >= 1000 and --restart-trials >= 1")
+        if self.pairs < 1:
+            raise ValueError("--pairs must be >= 1")
         unknown = (set(self.peers) - set(PEER_NAMES)) | (set(self.peers_on_main) - set(self.peers)) | (set(self.sections) - set(SECTIONS))
         if unknown:
             raise ValueError(f"unknown peers or sections: {', '.join(sorted(unknown))}")
@@ -173,6 +178,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
             _ceiling(ctx, main_load)
         if "northstar" in config.sections and main_load is not None:
             _northstar(ctx, main_load)
+            if "ceiling" in config.sections:
+                _pairs(ctx, main_load)
         peer_load = None
         if {"peers", "restart"} & set(config.sections):
             peer_load = _peer_topic(ctx)
@@ -247,6 +254,31 @@ def _northstar(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> Non
             }
         Store(ctx.client, namespace=namespace).delete_namespace()
     ctx.result["northstar"] = out
+
+
+def _pairs(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
+    """``config.pairs - 1`` more (ceiling, one worker) pairs after the sections'
+    own, each run right after the other: on a shared machine either rate
+    moves by +-5-10% from run to run, so the target reads the median ratio."""
+    load, topic, ends = main
+    first = (ctx.result["ceiling"]["consume"]["events_per_s"], ctx.result["northstar"]["one_worker"]["events_per_s"])
+    rates = [first]
+    tree, definitions = ctx.tree_on(topic)
+    for index in range(2, ctx.config.pairs + 1):
+        ctx.log(f"pair {index} of {ctx.config.pairs}: the ceiling, then one worker")
+        consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines))
+        if consumed.last_offsets != ends:
+            raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
+        namespace = f"pair{index}"
+        run = throughput.run_workers(ctx.services, ctx.client, tree, definitions, topic, ends, workers=1,
+                                     namespace=namespace, session_timeout_ms=ctx.config.session_timeout_ms)
+        Store(ctx.client, namespace=namespace).delete_namespace()
+        rates.append((round(consumed.events_per_s, 1), round(run.events_per_s, 1)))
+        ctx.log(f"  {consumed.events_per_s:,.0f} / {run.events_per_s:,.0f} events/s")
+    ctx.result["pairs"] = [
+        {"ceiling_events_per_s": c, "one_worker_events_per_s": w, "ratio": round(w / c, 3) if c else None}
+        for c, w in rates
+    ]
 
 
 def _peer_topic(ctx: _Context) -> tuple[Workload, str, dict[int, int]]:

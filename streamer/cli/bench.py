@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
                    help="the freshness worker's evaluation interval in seconds (default 0.5)")
     p.add_argument("--session-timeout-ms", type=int, default=3000, help="consumer group session timeout")
     p.add_argument("--restart-trials", type=int, default=3, help="SIGKILL/restart trials for northstar")
+    p.add_argument("--pairs", type=int, default=3,
+                   help="(ceiling, one worker) runs, interleaved; the ceiling target reads their median ratio "
+                        "(default 3)")
     p.add_argument("--peers", nargs="*", choices=PEER_NAMES, default=list(PEER_NAMES),
                    help="peers to run (none: --peers with no name)")
     p.add_argument("--peers-on-main", nargs="*", choices=PEER_NAMES, default=["quixstreams"],
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             events=args.events, peer_events=args.peer_events, partitions=args.partitions,
             eval_users=tuple(args.eval_users), memory_users=args.memory_users,
             freshness_seconds=args.freshness_seconds, freshness_rate=args.freshness_rate, evaluate_interval_s=args.evaluate_interval,
-            session_timeout_ms=args.session_timeout_ms, restart_trials=args.restart_trials,
+            session_timeout_ms=args.session_timeout_ms, restart_trials=args.restart_trials, pairs=args.pairs,
             peers=tuple(args.peers), peers_on_main=tuple(p for p in args.peers_on_main if p in args.peers),
             sections=tuple(args.only), kafka=args.kafka, workdir=args.workdir,
         )

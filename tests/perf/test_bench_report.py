@@ -82,3 +82,22 @@ def test_no_cpu_budget_without_a_ceiling_or_cores() -> None:
     result["machine"] = {"cpus": 2}
     budget = finish(result)["cpu_budget"]
     assert budget["budget_us_per_event"] == 22.22 and "northstar_one_worker" not in budget  # no CPU measured
+
+
+def test_the_ceiling_target_reads_the_median_of_the_pairs() -> None:
+    result = _result(None)  # the sections' own runs: 36k of 180k
+    result["pairs"] = [
+        {"ceiling_events_per_s": 180_000.0, "one_worker_events_per_s": 36_000.0, "ratio": 0.2},
+        {"ceiling_events_per_s": 100_000.0, "one_worker_events_per_s": 60_000.0, "ratio": 0.6},
+        {"ceiling_events_per_s": 100_000.0, "one_worker_events_per_s": 52_000.0, "ratio": 0.52},
+    ]
+    done = finish(result)
+    assert _target(done, "northstar_vs_ceiling")["value"] == 0.52
+    assert _target(done, "northstar_vs_ceiling")["status"] == "met"
+    ratios = done["ratios"]
+    assert (ratios["northstar_vs_ceiling_first_pair"], ratios["northstar_vs_ceiling_lowest_pair"],
+            ratios["northstar_vs_ceiling_highest_pair"]) == (0.2, 0.2, 0.6)
+    result["pairs"] = result["pairs"][:2]  # an even count: the mean of the middle two
+    assert finish(result)["ratios"]["northstar_vs_ceiling"] == 0.4
+    del result["pairs"]  # one pair only (--pairs 1, or a section left out): that pair
+    assert finish(result)["ratios"]["northstar_vs_ceiling"] == 0.2

@@ -48,7 +48,7 @@ FIELDS = (
     ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
     ("restart", "northstar", "kill_to_processing_median_s"), ("restart", "northstar", "session_timeout_ms"),
     ("restart", "faust", "kill_to_processing_s"),
-    ("ratios", "northstar_vs_ceiling"), ("ratios", "floor_vs_ceiling"), ("ratios", "northstar_vs_floor"),
+    ("ratios", "northstar_vs_ceiling"), ("ratios", "northstar_vs_ceiling_lowest_pair"), ("ratios", "floor_vs_ceiling"), ("ratios", "northstar_vs_floor"),
     ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
     ("ratios", "northstar_vs_quixstreams"), ("ratios", "restart_faust_vs_northstar"),
     ("targets",),
@@ -69,7 +69,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     argv = [sys.executable, "-m", "streamer.cli", "bench", "--json", "--workdir", str(workdir),
             "--events", "4000", "--peer-events", "2500", "--eval-users", "500", "2000",
             "--memory-users", "2000", "--freshness-seconds", "6", "--freshness-rate", "1000",
-            "--restart-trials", "1"]
+            "--restart-trials", "1", "--pairs", "2"]
     done = subprocess.run(argv, capture_output=True, timeout=900, check=False, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr.decode()[-4000:]
     parsed: dict[str, Any] = orjson.loads(done.stdout)
@@ -94,6 +94,12 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     parts = result["freshness"]["parts"]
     assert parts["produced_to_applied"]["markers"] == result["freshness"]["snapshot"]["markers"]
     assert parts["applied_to_snapshot"]["p50_s"] >= 0
+    # two (ceiling, one worker) pairs, the first the sections' own runs, each pair over every record
+    pairs = result["pairs"]
+    assert len(pairs) == 2
+    assert pairs[0]["one_worker_events_per_s"] == result["northstar"]["one_worker"]["events_per_s"]
+    assert all(p["ceiling_events_per_s"] > 0 and p["one_worker_events_per_s"] > 0 for p in pairs)
+    assert result["ratios"]["northstar_vs_ceiling_lowest_pair"] <= result["ratios"]["northstar_vs_ceiling"]
 
 
 @pytest.mark.timeout(900)
