@@ -12,6 +12,7 @@ one) is printed too, but mixes two workloads.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 TARGETS = (
@@ -43,19 +44,13 @@ def _div(a: Any, b: Any) -> float | None:
     return round(float(a) / float(b), 3)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 3)
-
-
 def ratios(result: dict[str, Any]) -> dict[str, float | None]:
     one = _get(result, "northstar", "one_worker", "events_per_s")
     first = _div(one, _get(result, "ceiling", "consume", "events_per_s"))
     # the target: the median over the interleaved (ceiling, one worker) pairs when they ran
     paired = [p["ratio"] for p in result.get("pairs") or () if p.get("ratio") is not None]
     out = {
-        "northstar_vs_ceiling": _median(paired) if paired else first,
+        "northstar_vs_ceiling": round(statistics.median(paired), 3) if paired else first,
         "northstar_vs_ceiling_first_pair": first,
         "northstar_vs_ceiling_lowest_pair": min(paired) if paired else first,
         "northstar_vs_ceiling_highest_pair": max(paired) if paired else first,

@@ -210,12 +210,10 @@ def _main_topic(ctx: _Context) -> tuple[Workload, str, dict[int, int]]:
 
 
 def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
-    load, topic, ends = main
+    load, topic, _ = main
     ctx.log("ceiling: aiokafka getmany + orjson")
     probe = Probe(ctx.client, ctx.services.broker_pid)  # this process, Redis, the broker
-    consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines), probe=probe)
-    if consumed.last_offsets != ends:
-        raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
+    consumed = _read_whole_topic(ctx, main, probe)
     writes = ceiling.redis_pipeline_rate(ctx.client)
     ctx.log("floor: the ceiling's loop + the least Redis state the tree needs")
     floor = ceiling.floor_rate(ctx.services.bootstrap, topic, len(load.lines), ctx.services.redis_url, probe=probe)
@@ -229,6 +227,17 @@ def _ceiling(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
                   "events_per_s": round(floor.events_per_s, 1), "insert_ids": floor.insert_ids,
                   "user_days": floor.user_days, "starts": floor.starts, "cpu": floor.cpu},
     }
+
+
+def _read_whole_topic(
+    ctx: _Context, main: tuple[Workload, str, dict[int, int]], probe: Probe | None = None
+) -> ceiling.Consumption:
+    """The ceiling's read of the main topic, checked to have reached its end."""
+    load, topic, ends = main
+    consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines), probe=probe)
+    if consumed.last_offsets != ends:
+        raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
+    return consumed
 
 
 def _northstar(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
@@ -260,15 +269,13 @@ def _pairs(ctx: _Context, main: tuple[Workload, str, dict[int, int]]) -> None:
     """``config.pairs - 1`` more (ceiling, one worker) pairs after the sections'
     own, each run right after the other: on a shared machine either rate
     moves by +-5-10% from run to run, so the target reads the median ratio."""
-    load, topic, ends = main
+    _, topic, ends = main
     first = (ctx.result["ceiling"]["consume"]["events_per_s"], ctx.result["northstar"]["one_worker"]["events_per_s"])
     rates = [first]
     tree, definitions = ctx.tree_on(topic)
     for index in range(2, ctx.config.pairs + 1):
         ctx.log(f"pair {index} of {ctx.config.pairs}: the ceiling, then one worker")
-        consumed = ceiling.consume_rate(ctx.services.bootstrap, topic, len(load.lines))
-        if consumed.last_offsets != ends:
-            raise RuntimeError(f"topic end offsets {consumed.last_offsets} differ from the expected {ends}")
+        consumed = _read_whole_topic(ctx, main)
         namespace = f"pair{index}"
         run = throughput.run_workers(ctx.services, ctx.client, tree, definitions, topic, ends, workers=1,
                                      namespace=namespace, session_timeout_ms=ctx.config.session_timeout_ms)
