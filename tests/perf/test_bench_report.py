@@ -99,5 +99,7 @@ def test_the_ceiling_target_reads_the_median_of_the_pairs() -> None:
             ratios["northstar_vs_ceiling_highest_pair"]) == (0.2, 0.2, 0.6)
     result["pairs"] = result["pairs"][:2]  # an even count: the mean of the middle two
     assert finish(result)["ratios"]["northstar_vs_ceiling"] == 0.4
+    result["pairs"] = [{"ratio": 0.505}, {"ratio": 0.512}, {"ratio": None}]  # a pair without a ratio is left out
+    assert finish(result)["ratios"]["northstar_vs_ceiling"] == 0.508  # 0.5085, to 3 places
     del result["pairs"]  # one pair only (--pairs 1, or a section left out): that pair
     assert finish(result)["ratios"]["northstar_vs_ceiling"] == 0.2
