@@ -6,13 +6,17 @@ faust's timers sleep the interval *after* each run (drift correction caps at
 due at ``start + k * interval`` (``run_cadence``). One that overruns its slot (a slow Redis)
 is followed after a short pause, ``MIN_GAP`` of the interval, and the slots
 it missed are dropped: never a burst of evaluations, nor evaluations back to
-back on a Redis that is already slow."""
+back on a Redis that is already slow. A tick that raises is logged and the
+cadence goes on: the next slot evaluates again."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
 
 MIN_GAP = 0.1
 """The least pause between a tick's end and the next tick, as a fraction of the interval."""
@@ -36,5 +40,8 @@ async def run_cadence(
     while True:
         await sleep(max(0.0, due - clock()))
         if is_leader():
-            await tick()
+            try:
+                await tick()
+            except Exception:  # a failed tick must not end the evaluation for good
+                logger.exception("evaluation tick failed; the next one runs at its time")
         due = next_due(due, clock(), interval)

@@ -30,7 +30,6 @@ same verdicts) and waits for the ones in a round trip.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from streamer.engine import BatchApplier, BatchResult, Judged, PreparedBatch, Progress
 from streamer.worker.deadletter import DeadLetters
 from streamer.worker.metrics import WorkerMetrics
+from streamer.worker.threads import run_in
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +122,7 @@ class _Lane:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in one of the lane's threads."""
         assert self.executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+        return await run_in(self.executor, fn, *args)
 
 
 class EventConsumer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from streamer.worker.cadence import run_cadence
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.service import redis_client
 from streamer.worker.settings import KafkaSettings, WorkerSettings
+from streamer.worker.threads import run_in
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,7 @@ class EvaluationService(mode.Service):
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None, "started"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        return await run_in(self._executor, fn, *args)
 
     async def on_stop(self) -> None:
         # the tick in progress ends first: it may be sending with the producer

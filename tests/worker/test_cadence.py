@@ -61,8 +61,9 @@ async def _run(service: _Ticking, until: Any, deadline_s: float = 20.0) -> None:
         await service.stop()
 
 
-class _Enough(Exception):
-    """Ends a cadence once the test has seen what it needs."""
+class _Enough(BaseException):
+    """Ends a cadence once the test has seen what it needs (not an
+    ``Exception``: the cadence logs those and goes on)."""
 
 
 class _FakeTime:
@@ -109,6 +110,23 @@ def test_a_tick_longer_than_the_interval_is_followed_after_a_pause_not_by_a_burs
     of the interval) after the previous ended, none for the slots it missed."""
     starts = _cadence(interval=0.1, busy_s=0.35, ticks=4)
     assert starts == pytest.approx([100.1 + 0.36 * k for k in range(4)])
+
+
+def test_a_tick_that_raises_does_not_end_the_cadence(caplog: pytest.LogCaptureFixture) -> None:
+    """The first tick fails (say the producer's send): it is logged, and the
+    next ticks run on their slots."""
+    fake = _FakeTime()
+    ticking = fake.ticking(busy_s=0.0, ticks=3)
+
+    async def tick() -> None:
+        await ticking()
+        if len(fake.starts) == 1:
+            raise RuntimeError("send failed")
+
+    with pytest.raises(_Enough):
+        asyncio.run(run_cadence(0.5, lambda: True, tick, fake.clock, fake.sleep))
+    assert fake.starts == pytest.approx([100.5, 101.0, 101.5])
+    assert "evaluation tick failed" in caplog.text
 
 
 def test_only_the_leader_evaluates() -> None:
