@@ -238,6 +238,10 @@ def table(result: dict[str, Any]) -> str:
     row("restart northstar (median)", g("restart", "northstar", "kill_to_processing_median_s"),
         f"session timeout {_fmt(g('restart', 'northstar', 'session_timeout_ms'))} ms, trials "
         f"{g('restart', 'northstar', 'kill_to_processing_s')} s", " s")
+    row("restart northstar, no instance id", g("restart", "northstar_without_instance_id",
+                                                 "kill_to_processing_median_s"),
+        "the killed member stays until its session expires; trials "
+        f"{g('restart', 'northstar_without_instance_id', 'kill_to_processing_s')} s", " s")
     row("restart faust peer (changelog)", g("restart", "faust", "kill_to_processing_s"),
         f"killed after {_fmt(g('restart', 'faust', 'killed_after_records'))} records", " s")
     budget = result.get("cpu_budget") or {}

@@ -1,8 +1,9 @@
 """Restart: from SIGKILL of a worker to processing again.
 
 northstar keeps its state in Redis: a restarted worker waits for the group
-(on Tansu the dead member's session must expire first) and applies its next
-batch; nothing is rebuilt. The faust-table peer rebuilds its tables from
+and applies its next batch; nothing is rebuilt. With an instance id (as
+deployed) it first leaves the group for its killed process; without one the
+killed member stays until its session expires (both are measured). The faust-table peer rebuilds its tables from
 their changelog topics before its agent sees a record. Both are killed with
 a backlog left (after ``fraction`` of the topic) and restarted at once with
 the same group; "processing again" is northstar's first applied batch
@@ -47,18 +48,19 @@ def more_records(bootstrap: str, topic: str, at_ms: int, count: int, tag: str) -
 def northstar_restart(
     services: Services, client: Any, tree: Tree, definitions: Path, topic: str,
     ends: Mapping[int, int], at_ms: int, *, session_timeout_ms: int, trials: int = 3,
-    fraction: float = 0.5, fresh: int = 100,
+    fraction: float = 0.5, fresh: int = 100, instance_id: bool = True,
 ) -> dict[str, Any]:
     plan = compile_tree(tree)
+    label = "" if instance_id else "-anon"
     records = sum(e + 1 for e in ends.values())
     ready: list[float] = []
     processing: list[float] = []
     for trial in range(trials):
-        namespace = f"restart{trial}"
+        namespace = f"restart{label}{trial}"
         store = Store(client, namespace=namespace)
         store.delete_namespace()
-        proc = worker(services, definitions, name=f"restart-w{trial}", group=f"g-restart-{trial}",
-                      namespace=namespace, session_timeout_ms=session_timeout_ms)
+        proc = worker(services, definitions, name=f"restart{label}-w{trial}", group=f"g-restart{label}-{trial}",
+                      namespace=namespace, session_timeout_ms=session_timeout_ms, instance_id=instance_id)
         # the per-unit offsets summed: crosses `fraction` of the records summed over units
         threshold = fraction * records * len(plan.units)
         try:
@@ -79,6 +81,7 @@ def northstar_restart(
             proc.terminate()
     return {
         "trials": trials, "session_timeout_ms": session_timeout_ms, "killed_after_fraction": fraction,
+        "instance_id": instance_id,
         "kill_to_assigned_s": [round(x, 2) for x in ready],
         "kill_to_processing_s": [round(x, 2) for x in processing],
         "kill_to_processing_median_s": round(statistics.median(processing), 2),

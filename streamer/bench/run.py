@@ -380,6 +380,10 @@ def _restart(ctx: _Context, peer: tuple[Workload, str, dict[int, int]]) -> None:
                            "northstar": restart.northstar_restart(
                                ctx.services, ctx.client, tree, definitions, topic, ends, load.at_ms,
                                session_timeout_ms=c.session_timeout_ms, trials=c.restart_trials)}
+    ctx.log(f"restart: northstar without an instance id x{c.restart_trials}")
+    out["northstar_without_instance_id"] = restart.northstar_restart(
+        ctx.services, ctx.client, tree, definitions, topic, ends, load.at_ms,
+        session_timeout_ms=c.session_timeout_ms, trials=c.restart_trials, instance_id=False)
     why = peers.unavailable("faust")
     if why is None:
         ctx.log("restart: faust peer (changelog recovery)")
@@ -389,7 +393,8 @@ def _restart(ctx: _Context, peer: tuple[Workload, str, dict[int, int]]) -> None:
     else:
         out["faust"] = {"available": False, "reason": why}
     for trial in range(c.restart_trials):
-        Store(ctx.client, namespace=f"restart{trial}").delete_namespace()
+        for label in ("", "-anon"):
+            Store(ctx.client, namespace=f"restart{label}{trial}").delete_namespace()
     ctx.result["restart"] = out
 
 

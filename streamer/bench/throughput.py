@@ -71,9 +71,12 @@ def rss_mib(pid: int | None) -> float | None:
 
 def worker(
     services: Services, definitions: Path, *, name: str, group: str, namespace: str,
-    session_timeout_ms: int, env: Mapping[str, str] | None = None,
+    session_timeout_ms: int, env: Mapping[str, str] | None = None, instance_id: bool = True,
 ) -> WorkerProcess:
-    """A worker process on the benchmark's services (not started)."""
+    """A worker process on the benchmark's services (not started); with
+    ``instance_id`` (as deployed: deploy/k8s gives the pod name), its name is
+    its instance id, and a restarted worker leaves the group for its killed
+    process (streamer/worker/membership.py)."""
     return WorkerProcess(
         [definitions],
         bootstrap=services.bootstrap,
@@ -86,6 +89,7 @@ def worker(
             "NORTHSTAR_DEAD_LETTER_TOPIC": f"{group}-dead-letters",
             "NORTHSTAR_ALERTS_TOPIC": f"{group}-alerts",
             "NORTHSTAR_SNAPSHOTS_TOPIC": f"{group}-snapshots",
+            **({"NORTHSTAR_INSTANCE_ID": name} if instance_id else {}),
             **(env or {}),
         },
         args=["--loglevel", "warning"],

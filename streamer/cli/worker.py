@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
     p.add_argument("--kafka", default=None, help="bootstrap servers ($NORTHSTAR_KAFKA_BOOTSTRAP)")
     p.add_argument("--redis", default=None, help="Redis URL ($NORTHSTAR_REDIS_URL)")
     p.add_argument("--group", default=None, help="consumer group of the event path ($NORTHSTAR_GROUP_ID)")
+    p.add_argument("--instance-id", default=None,
+                   help="this worker's name in the group, stable across restarts ($NORTHSTAR_INSTANCE_ID)")
     p.add_argument("--metrics-port", type=int, default=None, help="operational /metrics port (0: off)")
     p.add_argument("--web-port", type=int, default=None, help="faust web port (0: off)")
     p.add_argument("--session-timeout-ms", type=int, default=None)
@@ -38,6 +40,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
         ("definitions", "definitions"),
         ("redis", "redis_url"),
         ("group", "group_id"),
+        ("instance_id", "instance_id"),
         ("metrics_port", "metrics_port"),
         ("web_port", "web_port"),
         ("session_timeout_ms", "session_timeout_ms"),

@@ -52,6 +52,11 @@ class Keys:
         """Every per-day list of insert ids of ``tree`` (for ``SCAN MATCH``)."""
         return self.insert_id_days(tree) + ":*"
 
+    def member(self, group: str, instance: str) -> str:
+        """The member id an instance of consumer group ``group`` last had
+        (streamer/worker/membership.py)."""
+        return f"{self.namespace}:member:{group}:{instance}"
+
     def pattern(self) -> str:
         """Every key of this namespace (for ``SCAN MATCH``)."""
         return f"{self.namespace}:*"

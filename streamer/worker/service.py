@@ -22,6 +22,7 @@ from streamer.worker.consumer import BatchAbandoned, EventConsumer
 from streamer.worker.deadletter import DeadLetters
 from streamer.worker.gctune import tune_gc, tune_switch_interval
 from streamer.worker.health import Status, serve
+from streamer.worker.membership import Membership, instance_name, member_id
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.settings import KafkaSettings, WorkerSettings
 
@@ -45,8 +46,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Before partitions move: drops the batches not committing yet and lets
     the committing ones apply and commit."""
 
-    def __init__(self, events: EventConsumer) -> None:
+    def __init__(self, events: EventConsumer, on_joined: Any = None) -> None:
         self.events = events
+        self.on_joined = on_joined  # called with no argument after each assignment
         self.joined = False  # the group gave this worker an assignment (maybe empty)
         self.assigned = 0
 
@@ -56,6 +58,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined, self.assigned = True, len(assigned)
+        if self.on_joined is not None:
+            self.on_joined()
         logger.info("assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -73,6 +77,7 @@ class EventService(mode.Service):
         self.events: EventConsumer | None = None
         self._metrics_server: Any = None
         self._rebalance: _Rebalance | None = None
+        self._membership: Membership | None = None
 
     def _applier(self, store: Store, trees: Sequence[Tree]) -> BatchApplier:
         applier = BatchApplier(store, trees)
@@ -112,6 +117,11 @@ class EventService(mode.Service):
         # start first, then subscribe: the group join then runs in the background
         # instead of blocking start-up (Tansu makes a join wait ~session/2)
         await self.consumer.start()
+        if self.settings.instance_id:
+            instance = instance_name(self.settings.instance_id)
+            self._membership = Membership(store.client, store.keys.member(self.settings.group_id, instance),
+                                          self.settings.group_id)
+            await self._membership.leave_for_previous(self.consumer)
         lean(self.consumer)
         self.events = EventConsumer(
             self.consumer,
@@ -126,9 +136,13 @@ class EventService(mode.Service):
         if self.settings.gc_tuning:
             tune_gc()  # after start-up: what is alive now is frozen
         tune_switch_interval(self.settings.switch_interval_s)
-        self._rebalance = _Rebalance(self.events)
+        self._rebalance = _Rebalance(self.events, self._record_member)
         self.consumer.subscribe(source_topics(self.trees), listener=self._rebalance)
         logger.info("reading %s as group %s", ", ".join(source_topics(self.trees)), self.settings.group_id)
+
+    def _record_member(self) -> None:
+        if self._membership is not None:
+            self._membership.record(member_id(self.consumer))
 
     def status(self) -> Status:
         """What /readyz decides from (read by the metrics server's thread)."""
@@ -154,7 +168,9 @@ class EventService(mode.Service):
             self.events.stop()
             await self.events.drain()  # let the committing batches finish and commit
         if self.consumer is not None:
-            await self.consumer.stop()
+            await self.consumer.stop()  # sends LeaveGroup
+        if self._membership is not None:
+            await self._membership.forget()
         if self.producer is not None:
             await self.producer.stop()
         if self._metrics_server is not None:

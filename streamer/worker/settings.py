@@ -82,6 +82,12 @@ class WorkerSettings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     namespace: str = "ns"
     group_id: str = "northstar-workers"
+    instance_id: str | None = Field(default=None, min_length=1, pattern=r"^\S+$")
+    """A name for this worker, unique in its group and the same across its
+    restarts (``{hostname}`` is replaced by the host's name: the pod's in
+    Kubernetes). With it, a restarted worker ends its killed process's group
+    membership at once instead of waiting for that session to expire
+    (streamer/worker/membership.py)."""
     app_id: str = "northstar"
     dead_letter_topic: str = "northstar-dead-letters"
     metrics_port: int = 9464

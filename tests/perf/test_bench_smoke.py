@@ -48,6 +48,7 @@ FIELDS = (
     ("memory", "distinct", "exact", "used_memory_bytes_per_user"),
     ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
     ("restart", "northstar", "kill_to_processing_median_s"), ("restart", "northstar", "session_timeout_ms"),
+    ("restart", "northstar_without_instance_id", "kill_to_processing_median_s"),
     ("restart", "faust", "kill_to_processing_s"),
     ("ratios", "northstar_vs_ceiling"), ("ratios", "northstar_vs_ceiling_lowest_pair"), ("ratios", "floor_vs_ceiling"), ("ratios", "northstar_vs_floor"),
     ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
@@ -103,6 +104,9 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     for pair in pairs:
         assert pair["ratio"] == round(pair["one_worker_events_per_s"] / pair["ceiling_events_per_s"], 3)
     assert result["ratios"]["northstar_vs_ceiling"] == round(statistics.median(p["ratio"] for p in pairs), 3)
+    # the restart is measured as deployed (an instance id) and without one
+    assert result["restart"]["northstar"]["instance_id"] is True
+    assert result["restart"]["northstar_without_instance_id"]["instance_id"] is False
 
 
 @pytest.mark.timeout(900)
