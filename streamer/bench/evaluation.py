@@ -3,6 +3,9 @@ active users, then time reading every metric (current + baseline window).
 
     python -m streamer.bench.evaluation [--users 10000 100000 1000000] [--redis URL]
 
+``--events-factor K`` also fills the first population with K times the
+lessons per user: the same users, more events.
+
 Reading must not grow with the number of events or users: windowed sums read
 ``w/r`` buckets, entity measures a difference array over window ends,
 percentiles ``ZCARD`` + ``ZRANGE`` by rank. ``measure`` is what
@@ -40,12 +43,13 @@ def load_tree(name: str) -> Tree:
     return Tree.model_validate(YAML(typ="safe").load(path.read_text()))
 
 
-def education_events(users: int, seed: int = 1) -> Iterator[bytes]:
-    """About 3.3 events per user over the 21 days before T_END."""
+def education_events(users: int, seed: int = 1, factor: int = 1) -> Iterator[bytes]:
+    """About 2.3 events per user over the 21 days before T_END; ``factor``
+    times as many lessons completed per user (the same users, more events)."""
     rng = random.Random(seed)
     for u in range(users):
         user = f"u{u}"
-        for _ in range(2):
+        for _ in range(2 * factor):
             t = T_END - rng.randrange(21 * DAY_MS)
             yield orjson.dumps(
                 {"event_type": "lesson_completed", "user_id": user, "time": t,
@@ -72,14 +76,14 @@ def empty(client: Any, timeout_s: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def fill(client: Any, tree: Tree, users: int, batch: int) -> tuple[int, float]:
+def fill(client: Any, tree: Tree, users: int, batch: int, factor: int = 1) -> tuple[int, float]:
     store = Store(client, namespace="bench")
     store.delete_namespace()
     applier = BatchApplier(store, [tree])
     n = 0
     start = time.perf_counter()
     records: list[tuple[int, bytes]] = []
-    for line in education_events(users):
+    for line in education_events(users, factor=factor):
         records.append((n, line))
         n += 1
         if len(records) == batch:
@@ -106,23 +110,24 @@ def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[list[float],
 
 def measure(
     client: Any, tree: Tree, users: list[int], *, batch: int = 10_000, repeats: int = 20,
-    after_fill: Any = None,
+    after_fill: Any = None, factor: int = 1,
 ) -> list[dict[str, Any]]:
-    """For each population (on an emptied Redis): fill, time the evaluation
-    (median and max of ``repeats``) and read ``used_memory``; ``after_fill(users)``
-    runs while the state is there (e.g. a memory breakdown)."""
+    """For each population (on an emptied Redis): fill (``factor``: times the
+    lessons per user), time the evaluation (median and max of ``repeats``)
+    and read ``used_memory``; ``after_fill(users)`` runs while the state is
+    there (e.g. a memory breakdown)."""
     rows = []
     for n_users in users:
         empty(client)
         base = int(client.info("memory")["used_memory"])
-        n, seconds = fill(client, tree, n_users, batch)
+        n, seconds = fill(client, tree, n_users, batch, factor)
         samples, values = time_evaluation(client, tree, repeats)
         used = int(client.info("memory")["used_memory"]) - base
         if after_fill is not None:
             after_fill(n_users)
         rows.append({
             "users": n_users, "active_in_window": values.get("weekly_active_learners"),
-            "events": n, "fill_events_per_s": round(n / seconds, 1),
+            "events": n, "events_per_user": round(n / n_users, 2), "fill_events_per_s": round(n / seconds, 1),
             "eval_ms_median": round(statistics.median(samples) * 1000, 3),
             "eval_ms_max": round(max(samples) * 1000, 3),
             "redis_used_mib": round(used / 2**20, 1),
@@ -158,13 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", help="Redis URL (default: start a local redis-server)")
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--events-factor", type=int, default=1,
+                        help="also the first population with this many times the events per user")
     args = parser.parse_args(argv)
+    if args.events_factor < 1 or min(args.users) < 1:
+        parser.error("--users and --events-factor must be >= 1")
     with bench_redis(args.redis) as client:
         tree = load_tree("education")
         print(f"{'users':>10} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
-        for users in args.users:
+        runs = [(u, 1) for u in args.users] + ([(args.users[0], args.events_factor)] if args.events_factor > 1 else [])
+        for users, factor in runs:
             empty(client)
-            n, seconds = fill(client, tree, users, args.batch)
+            n, seconds = fill(client, tree, users, args.batch, factor)
             samples, values = time_evaluation(client, tree, args.repeats)
             median = statistics.median(samples)
             mem = client.info("memory")["used_memory"] / 2**20

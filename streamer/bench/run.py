@@ -25,6 +25,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,9 @@ class BenchConfig:
     workdir: Path | None = None
     seed: int = 5
     extrapolate_users: int = 10_000_000
+    eval_events_factor: int = 10
+    """The evaluation also runs on the middle population with this many
+    times the events per user (1: not)."""
     pairs: int = 3
     """Ceiling and one-worker runs, interleaved: the target reads the median
     of their ratios (the first pair is the sections' own runs)."""
@@ -90,6 +94,8 @@ class BenchConfig:
             raise ValueError("--session-timeout-ms must be >= 1000 and --restart-trials >= 1")
         if self.pairs < 1:
             raise ValueError("--pairs must be >= 1")
+        if self.eval_events_factor < 1:
+            raise ValueError("--eval-events-factor must be >= 1")
         unknown = (set(self.peers) - set(PEER_NAMES)) | (set(self.peers_on_main) - set(self.peers)) | (set(self.sections) - set(SECTIONS))
         if unknown:
             raise ValueError(f"unknown peers or sections: {', '.join(sorted(unknown))}")
@@ -398,6 +404,18 @@ def _restart(ctx: _Context, peer: tuple[Workload, str, dict[int, int]]) -> None:
     ctx.result["restart"] = out
 
 
+def _more_events(ctx: _Context, tree: Tree, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The middle population again, with ``eval_events_factor`` times the
+    events per user: what more events alone cost the evaluation."""
+    c = ctx.config
+    users = statistics.median_low(c.eval_users)
+    base = next(r for r in rows if r["users"] == users)
+    ctx.log(f"evaluation: {users:,} users, {c.eval_events_factor}x the events per user")
+    more = evaluation.measure(ctx.scratch, tree, [users], repeats=100, factor=c.eval_events_factor)[0]
+    return {"users": users, "factor": c.eval_events_factor, "row": more,
+            "eval_ms_more_events_vs_same_users": round(more["eval_ms_median"] / base["eval_ms_median"], 3)}
+
+
 def _evaluation_memory(ctx: _Context) -> None:
     c = ctx.config
     tree = evaluation.load_tree("education")
@@ -418,6 +436,8 @@ def _evaluation_memory(ctx: _Context) -> None:
         if len(rows) > 1 else None,
         "redis_mib_fit": evaluation.extrapolate(rows, "redis_used_mib", c.extrapolate_users),
     }
+    if c.eval_events_factor > 1:
+        ctx.result["evaluation"]["more_events"] = _more_events(ctx, tree, rows)
     if "memory" in c.sections:
         ctx.log(f"memory: exact vs HyperLogLog distinct, {c.memory_users:,} users")
         ctx.result["memory"] = {

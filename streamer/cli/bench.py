@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     p.add_argument("--partitions", type=int, default=2, help="partitions of the topics (>= 2; default 2)")
     p.add_argument("--eval-users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                    help="populations for the evaluation cost (default 10k 100k 1M)")
+    p.add_argument("--eval-events-factor", type=int, default=10,
+                   help="the middle population again with this many times the events per user (default 10; 1: not)")
     p.add_argument("--memory-users", type=int, default=100_000, help="population for the memory figures")
     p.add_argument("--freshness-seconds", type=float, default=30.0, help="how long to produce for freshness")
     p.add_argument("--freshness-rate", type=float,
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         config = BenchConfig(
             events=args.events, peer_events=args.peer_events, partitions=args.partitions,
             eval_users=tuple(args.eval_users), memory_users=args.memory_users,
+            eval_events_factor=args.eval_events_factor,
             freshness_seconds=args.freshness_seconds, freshness_rate=args.freshness_rate, evaluate_interval_s=args.evaluate_interval,
             session_timeout_ms=args.session_timeout_ms, restart_trials=args.restart_trials, pairs=args.pairs,
             peers=tuple(args.peers), peers_on_main=tuple(p for p in args.peers_on_main if p in args.peers),

@@ -66,6 +66,14 @@ class WorkerMetrics:
             "Evaluator runs on this worker (only the faust leader evaluates)",
             registry=r,
         )
+        self.previous_member_leaves = Counter(
+            "northstar_previous_member_leaves_total",
+            "LeaveGroup sent at start for this instance's killed process (NORTHSTAR_INSTANCE_ID), by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("left", "refused", "failed"):  # streamer.worker.membership.OUTCOMES
+            self.previous_member_leaves.labels(outcome)
         self.assigned = Gauge("northstar_assigned_partitions", "Partitions assigned to this worker", registry=r)
         self.redis_up = Gauge("northstar_redis_up", "1 when the last Redis call succeeded", registry=r)
         self.last_event_time = Gauge(

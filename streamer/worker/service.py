@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mode
@@ -46,7 +46,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Before partitions move: drops the batches not committing yet and lets
     the committing ones apply and commit."""
 
-    def __init__(self, events: EventConsumer, on_joined: Any = None) -> None:
+    def __init__(self, events: EventConsumer, on_joined: Callable[[], None] | None = None) -> None:
         self.events = events
         self.on_joined = on_joined  # called with no argument after each assignment
         self.joined = False  # the group gave this worker an assignment (maybe empty)
@@ -119,8 +119,10 @@ class EventService(mode.Service):
         await self.consumer.start()
         if self.settings.instance_id:
             instance = instance_name(self.settings.instance_id)
-            self._membership = Membership(store.client, store.keys.member(self.settings.group_id, instance),
-                                          self.settings.group_id)
+            self._membership = Membership(
+                store.client, store.keys.member(self.settings.group_id, instance), self.settings.group_id,
+                count=lambda outcome: self.metrics.previous_member_leaves.labels(outcome).inc(),
+            )
             await self._membership.leave_for_previous(self.consumer)
         lean(self.consumer)
         self.events = EventConsumer(

@@ -17,6 +17,7 @@ import pytest
         (["--partitions", "1"], "2+ partitions"),
         (["--restart-trials", "0"], "--restart-trials >= 1"),
         (["--pairs", "x"], "invalid int value"),
+        (["--eval-events-factor", "0"], "--eval-events-factor must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str) -> None:

@@ -44,6 +44,7 @@ FIELDS = (
     ("freshness", "rate_produced_events_per_s"), ("freshness", "worker_rss_mib"),
     ("freshness", "parts", "produced_to_applied", "p99_s"), ("freshness", "parts", "applied_to_snapshot", "p99_s"),
     ("evaluation", "rows"), ("evaluation", "eval_ms_fit", "predicted"), ("evaluation", "eval_ms_largest_vs_smallest"),
+    ("evaluation", "more_events", "eval_ms_more_events_vs_same_users"),
     ("memory", "per_unit", "metrics"), ("memory", "per_unit", "all_units_bytes_per_user"),
     ("memory", "distinct", "exact", "used_memory_bytes_per_user"),
     ("memory", "distinct", "hll", "used_memory_bytes_per_user"),
@@ -88,6 +89,7 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
         "northstar_vs_ceiling", "northstar_vs_faust_same_events", "northstar_vs_quixstreams_same_events",
         "freshness_snapshot_p99_s",
         "freshness_metrics_p99_s", "eval_ms_1m_users", "eval_ms_largest_vs_smallest", "restart_s",
+        "eval_ms_more_events_vs_same_users",
     }
     assert all(t["status"] in ("met", "missed", "n/a") for t in result["targets"])
     assert result["freshness"]["snapshot"]["markers"] > 0
@@ -104,6 +106,12 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     for pair in pairs:
         assert pair["ratio"] == round(pair["one_worker_events_per_s"] / pair["ceiling_events_per_s"], 3)
     assert result["ratios"]["northstar_vs_ceiling"] == round(statistics.median(p["ratio"] for p in pairs), 3)
+    # the same users again with 10x the events per user
+    more = result["evaluation"]["more_events"]
+    same = next(r for r in result["evaluation"]["rows"] if r["users"] == more["users"])
+    assert more["factor"] == 10 and more["row"]["users"] == same["users"]
+    assert more["row"]["events_per_user"] > 5 * same["events_per_user"]
+    assert more["eval_ms_more_events_vs_same_users"] == round(more["row"]["eval_ms_median"] / same["eval_ms_median"], 3)
     # the restart is measured as deployed (an instance id) and without one
     assert result["restart"]["northstar"]["instance_id"] is True
     assert result["restart"]["northstar_without_instance_id"]["instance_id"] is False

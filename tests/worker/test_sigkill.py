@@ -161,6 +161,8 @@ def test_sigkill_exactly_once(
             "NORTHSTAR_DEAD_LETTER_TOPIC": dead_letters,
             "NORTHSTAR_APP_ID": f"app-{unique_topic}",
             "NORTHSTAR_BATCH_MAX_RECORDS": "250",
+            # as deployed: each restart first leaves the group for the killed process
+            "NORTHSTAR_INSTANCE_ID": "sigkill",
         },
         workdir=tmp_path / "worker",
         ready_timeout=90,
@@ -294,6 +296,8 @@ def test_sigkill_exactly_once(
         f"({len(sources_seen) - len(set(sources_seen))} written twice)"
     )
     assert len(run.kills) >= KILLS
+    # the restarts ran as deployed: each that got far enough left the group for the killed process
+    assert "(this instance's killed process): left" in worker.log_path.read_text(), worker.log_tail()
 
 
 def _summary(values: list[float]) -> str:
