@@ -3,8 +3,9 @@
 northstar keeps its state in Redis: a restarted worker waits for the group
 and applies its next batch; nothing is rebuilt. With an instance id (as
 deployed) it first leaves the group for its killed process; without one the
-killed member stays until its session expires (both are measured). The faust-table peer rebuilds its tables from
-their changelog topics before its agent sees a record. Both are killed with
+killed member stays until its session expires (both are measured). The
+faust-table peer rebuilds its tables from their changelog topics before its
+agent sees a record. Both are killed with
 a backlog left (after ``fraction`` of the topic) and restarted at once with
 the same group; "processing again" is northstar's first applied batch
 (an applied offset in Redis moves) and the peer's first record after
