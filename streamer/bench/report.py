@@ -180,6 +180,7 @@ def table(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
     row("machine", f"{m.get('cpus')} cpus, {m.get('cpu_model')}, {m.get('memory_gib')} GiB",
         f"python {m.get('python')}, redis {m.get('redis')}, {m.get('broker')}")
+    row("run, UTC", f"{g('started_utc')} to {g('ended_utc')}", f"{_fmt(g('wall_seconds'))} s")
     row("load average start / end", f"{g('load_average_start')} / {g('load_average_end')}")
     records = g("workload", "records")
     row("ceiling: aiokafka getmany + orjson", g("ceiling", "consume", "events_per_s"), f"{_fmt(records)} records",

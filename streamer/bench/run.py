@@ -162,13 +162,20 @@ def _services(config: BenchConfig, workdir: Path) -> Iterator[tuple[str, str, in
         yield bootstrap, broker, broker_pid, main.url, scratch.url
 
 
+def _utc(epoch_s: float) -> str:
+    """``epoch_s`` as an ISO 8601 UTC time to the second (when a run ran, for
+    the tables in docs/performance.md)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
 def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run every section of ``config``; the raw result (see ``report.finish``)."""
     workdir = config.workdir or Path(tempfile.mkdtemp(prefix="northstar-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     result: dict[str, Any] = {
-        "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(), "started_utc": _utc(started),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
     with _services(config, workdir) as (bootstrap, broker, broker_pid, main_url, scratch_url):
@@ -199,6 +206,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
             _evaluation_memory(ctx)
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_seconds"] = round(time.time() - started, 1)
+    result["ended_utc"] = _utc(time.time())
     return result
 
 

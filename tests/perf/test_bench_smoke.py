@@ -54,7 +54,7 @@ FIELDS = (
     ("ratios", "northstar_vs_ceiling"), ("ratios", "northstar_vs_ceiling_lowest_pair"), ("ratios", "floor_vs_ceiling"), ("ratios", "northstar_vs_floor"),
     ("ratios", "two_workers_vs_one"), ("ratios", "northstar_vs_faust"),
     ("ratios", "northstar_vs_quixstreams"), ("ratios", "restart_faust_vs_northstar"),
-    ("targets",),
+    ("targets",), ("started_utc",), ("ended_utc",),
 )
 HAVE_QUIX = importlib.util.find_spec("quixstreams") is not None
 
@@ -106,6 +106,7 @@ def test_every_figure_is_reported(result: dict[str, Any]) -> None:
     for pair in pairs:
         assert pair["ratio"] == round(pair["one_worker_events_per_s"] / pair["ceiling_events_per_s"], 3)
     assert result["ratios"]["northstar_vs_ceiling"] == round(statistics.median(p["ratio"] for p in pairs), 3)
+    assert result["started_utc"] <= result["ended_utc"] and result["started_utc"].endswith("Z")
     # the same users again with 10x the events per user
     more = result["evaluation"]["more_events"]
     same = next(r for r in result["evaluation"]["rows"] if r["users"] == more["users"])
