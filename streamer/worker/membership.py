@@ -35,11 +35,6 @@ RECORD_TTL_S = 30 * 86_400
 """A record outlives a worker that was killed and never came back (a
 replaced pod): it expires after 30 days without an assignment."""
 
-OUTCOMES = ("left", "refused", "failed")
-"""``northstar_previous_member_leaves_total``'s ``outcome`` label: the broker
-took the ``LeaveGroup``, answered it with an error (e.g. the member had
-expired already), or it could not be sent (Redis or the broker unreachable)."""
-
 _RETRIABLE = frozenset({"NotCoordinatorError", "CoordinatorLoadInProgressError", "CoordinatorNotAvailableError"})
 
 
@@ -67,7 +62,8 @@ def is_foreign(previous: str | None, mine: set[str], left_for: str | None) -> bo
 
 class Membership:
     """The member id of one instance of ``group``, kept at ``key`` in Redis;
-    ``count(outcome)`` is told how each leave went (``OUTCOMES``)."""
+    ``count(outcome)`` is told how each leave went
+    (``streamer.worker.metrics.LEAVE_OUTCOMES``)."""
 
     def __init__(
         self, client: Any, key: str, group: str, *, timeout_s: float = 5.0, count: Any = None,

@@ -15,6 +15,14 @@ STAGES = ("prepare", "verdicts", "aggregate", "apply")
 batch's prepare, then its commit's three (``BatchResult.stages``)."""
 
 
+LEAVE_OUTCOMES = ("left", "refused", "failed")
+"""The values of ``northstar_previous_member_leaves_total``'s ``outcome``
+label (streamer/worker/membership.py): the broker took the ``LeaveGroup``
+for this instance's killed process, answered it with an error (e.g. the
+member had expired already), or it could not be sent (Redis or the broker
+unreachable)."""
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -72,7 +80,7 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
-        for outcome in ("left", "refused", "failed"):  # streamer.worker.membership.OUTCOMES
+        for outcome in LEAVE_OUTCOMES:
             self.previous_member_leaves.labels(outcome)
         self.assigned = Gauge("northstar_assigned_partitions", "Partitions assigned to this worker", registry=r)
         self.redis_up = Gauge("northstar_redis_up", "1 when the last Redis call succeeded", registry=r)

@@ -141,15 +141,15 @@ def user_ids(lines: list[bytes]) -> set[str]:
 
 
 def assert_bounded_labels(exposition: str, trees: set[str]) -> None:
-    """Every label of the worker's /metrics is a tree name, a reject reason
-    or a batch stage (fixed lists) or a histogram bucket: nothing from the
-    events themselves."""
+    """Every label of the worker's /metrics is a tree name, a reject reason,
+    a batch stage or a leave's outcome (fixed lists) or a histogram bucket:
+    nothing from the events themselves."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from streamer.events.types import REASONS
-    from streamer.worker.metrics import STAGES
+    from streamer.worker.metrics import LEAVE_OUTCOMES, STAGES
 
-    allowed = {"tree": trees, "reason": set(REASONS), "stage": set(STAGES)}
+    allowed = {"tree": trees, "reason": set(REASONS), "stage": set(STAGES), "outcome": set(LEAVE_OUTCOMES)}
     samples = [s for f in text_string_to_metric_families(exposition) for s in f.samples]
     assert samples
     for sample in samples:
