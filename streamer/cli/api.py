@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streamer.cli.common import load_trees_or_exit, redis_client_or_exit, usage_error
+from streamer.cli.common import (
+    load_trees_or_exit,
+    redis_client_or_exit,
+    settings_problems,
+    usage_error,
+)
 
 HELP = "serve the HTTP API, server-sent events and /metrics from Redis"
 logger = logging.getLogger(__name__)
@@ -57,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = ApiSettings(**overrides)
     except ValidationError as exc:
-        # the message names the field, never the value (the token is secret)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return usage_error(problems)
+        return usage_error(settings_problems(exc))  # never the value: the token is secret
     trees = load_trees_or_exit(settings.definitions)
     client = redis_client_or_exit(args.redis)
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None

@@ -21,6 +21,12 @@ def usage_error(message: str) -> int:
     return USAGE_EXIT
 
 
+def settings_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` of settings as one line: each field and
+    what is wrong with it, never the value (it may be a secret)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 def fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
     sys.stderr.write(f"northstar: {message}\n")
     raise SystemExit(code)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from streamer.cli.common import fail, load_trees_or_exit
+from streamer.cli.common import fail, load_trees_or_exit, settings_problems, usage_error
 
 HELP = "consume product events from Kafka and keep every tree's state in Redis"
 
@@ -59,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     import faust
     from kafka.errors import KafkaError
+    from pydantic import ValidationError
 
     from streamer.kafka.admin import ensure_topic
     from streamer.kafka.errors import explain_kafka_error
@@ -66,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from streamer.worker.app import create_app
     from streamer.worker.service import source_topics
 
-    settings, kafka = settings_from(args)
+    try:
+        settings, kafka = settings_from(args)
+    except ValidationError as exc:  # a bad flag or NORTHSTAR_* value: exit 2 naming the field
+        return usage_error(settings_problems(exc))
     trees = load_trees_or_exit(settings.definitions)
     try:  # wrong credentials or certificates: exit now, not retry forever
         redis_from_url(settings.redis_url.get_secret_value(), unreachable_ok=True,
