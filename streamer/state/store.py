@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 import redis
 
@@ -20,6 +21,14 @@ from streamer.state.scripts import APPLY_KINDS, apply_source, labels_source, ver
 from streamer.windows.units import Unit
 
 RedisClient = Any  # redis.Redis | redis.cluster.RedisCluster (same command API)
+
+pack = msgspec.msgpack.Encoder().encode
+"""How the scripts' bulk arguments (verdict requests, unit payloads) travel:
+MessagePack, which Redis's bundled ``cmsgpack.unpack`` decodes in about
+half the time ``cjson.decode`` takes (docs/performance.md, proposal 37).
+MessagePack has no null inside an array (Lua's ``nil`` leaves a hole), so a
+payload carries ``False`` where it means "none". The small ``params`` stay
+JSON."""
 
 
 def born_field(partition: str) -> str:
@@ -179,7 +188,7 @@ class Store:
                     partition,
                     horizon,
                     dedupe,
-                    orjson.dumps(events),
+                    pack(events),
                 )
             for unit in units:
                 pipe.hget(self.keys.applied(unit), field or partition)
@@ -226,7 +235,7 @@ class Store:
                     field or partition,
                     str(expected),
                     str(new),
-                    orjson.dumps(payload),
+                    pack(payload),
                     orjson.dumps(params),
                 )
             if not self.is_cluster:

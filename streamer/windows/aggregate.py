@@ -30,9 +30,11 @@ Counts = dict[str, list[int]]
 FLAT_FIXED = {"entity": 0, "retention": 0, "pair": 1}
 """Unit kinds whose payload list ``"e"`` is flat, one record after the other:
 ``key, <fixed fields>, n, v1, ..., vn`` (entity and retention: ``entity, n,
-b, c, ...``; pair: ``entity, start or null, n, end, ...``). The scripts
-decode one JSON array with no table per record, which costs Redis a third
-of a nested ``[[key, [v, ...]], ...]`` (docs/performance.md, proposal 24)."""
+b, c, ...``; pair: ``entity, start or false, n, end, ...``). The scripts
+decode one array with no table per record, which costs Redis a third of a
+nested ``[[key, [v, ...]], ...]`` (docs/performance.md, proposal 24). The
+array travels as MessagePack, which has no null inside an array: ``False``
+stands for none (``streamer.state.store.pack``)."""
 
 
 def unflatten(flat: Sequence[Any], fixed: int = 0) -> list[list[Any]]:
@@ -305,7 +307,7 @@ class Aggregator:
         for k in keys:
             got = ends.get(k)
             append(k)
-            append(firsts.get(k))
+            append(firsts.get(k, False))  # no start: false (MessagePack has no null in an array)
             if got is None:
                 append(0)
             else:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from streamer.state.scripts import apply_source
+from streamer.state.store import pack
 
 pytestmark = pytest.mark.services
 
@@ -57,7 +58,7 @@ def test_bucket_sets_match_brute_force(redis_client: redis.Redis) -> None:
         x = b + rng.randrange(-40, 40)
         cases.append({"set": buckets, "b": b, "w": w, "x": x, "y": x + rng.randrange(0, 80)})
     script = apply_source("sum").split("-- Windowed count or sum")[0] + CHECK
-    raw = redis_client.eval(script, 1, "bits:{t}:applied", "0", "-1", "0", "{}", "{}", orjson.dumps(cases))
+    raw = redis_client.eval(script, 1, "bits:{t}:applied", "0", "-1", "0", pack({}), "{}", orjson.dumps(cases))
     results = orjson.loads(raw)
     for case, got in zip(cases, results, strict=True):
         s, b, w = set(case["set"]), case["b"], case["w"]

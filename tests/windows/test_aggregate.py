@@ -129,10 +129,11 @@ def test_flat_payload_lists_read_back_as_records() -> None:
         records = unflatten(payload["e"], FLAT_FIXED[unit.kind])
         assert len({r[0] for r in records}) == len(records)  # one record per entity
         assert all(isinstance(r[0], str) and isinstance(r[-1], list) for r in records)
-        if unit.kind == "pair":  # [entity, first start or None, [end times]]
+        if unit.kind == "pair":  # [entity, first start or False, [end times]]
             ends = sorted(t for r in records for t in r[-1])
             assert ends == sorted(e.time_ms for e in events if e.name == "lesson_completed")
-            starts = {r[0]: r[1] for r in records if r[1] is not None}
+            assert all(r[1] is False or isinstance(r[1], int) for r in records)  # never None: see store.pack
+            starts = {r[0]: r[1] for r in records if r[1] is not False}
             firsts: dict[str, int] = {}
             for e in events:
                 if e.name == "signed_up":
@@ -176,3 +177,32 @@ def test_the_inline_sum_of_names_is_the_general_sum(prop: str | None, seed: int)
     assert got == want
     assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
     assert [type(v) for _, v in got["b"]] == [type(v) for _, v in want["b"]]
+
+
+def _nulls(value: Any, path: str = "") -> list[str]:
+    """Where ``value`` holds a None inside a list or a dict."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in ([f"{path}.{k}"] if v is None else _nulls(v, f"{path}.{k}"))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in ([f"{path}[{i}]"] if v is None else _nulls(v, f"{path}[{i}]"))]
+    return []
+
+
+@pytest.mark.parametrize("name", [*TREES, "instacart", "netflix"])
+def test_payloads_carry_no_null(name: str) -> None:
+    """Payloads travel as MessagePack (``store.pack``), which has no null in
+    an array: the script's array would have a hole, and ``#`` would end it
+    there. Every unit kind of every example tree, over random logs with late,
+    duplicate and malformed events, sends ``False`` where it means none."""
+    tree = example(name)
+    plan = compile_tree(tree)
+    kinds = set()
+    for seed in range(3):
+        events = events_of(tree, seed)
+        memo: Memo = {}
+        for unit in plan.units:
+            payload = Aggregator(unit, plan.resolution_ms).payload(events, memo)
+            if payload is not None:
+                kinds.add(unit.kind)
+                assert _nulls(payload) == [], (unit.kind, _nulls(payload)[:5])
+    assert kinds  # the trees' logs gave every unit something to send

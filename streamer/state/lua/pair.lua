@@ -18,7 +18,7 @@
 --        the number of ends an entity keeps.
 --   percentile: "z:<e>" sorted set per window end: entity -> (f - s) in ms
 --   conversion: "c" cohort and "v" converted difference arrays
--- payload: {"e": [entity, start or null, n, end1, ..., endn, entity, ...]}
+-- payload: {"e": [entity, start or false, n, end1, ..., endn, entity, ...]}
 --          (one flat array: no table per entity to decode)
 -- params:  {"w": window buckets, "r": resolution ms, "mode": "percentile"|"conversion",
 --           "k": min end events, "within": ms or null, "floor": ms or null,
@@ -179,7 +179,7 @@ local function general(entity, rec, start, new_ends)
   end
   local before = contribution(s, after)
   local changed = false
-  if start ~= cjson.null and (s == nil or start < s) then
+  if start and (s == nil or start < s) then
     -- an earlier start claims the claimable ends after it (all were <= the old start)
     if spilled then
       local lo, hi = '[' .. prefix .. pad(start + 1), '(' .. prefix .. 'A'
@@ -256,7 +256,7 @@ local i, count = 1, #ops
 while i <= count do
   local entity, start, n = ops[i], ops[i + 1], ops[i + 2]
   local rec = redis.call('HGET', H, entity)
-  if start ~= cjson.null or not APPEND or not appended(entity, rec, i + 3, n) then
+  if start or not APPEND or not appended(entity, rec, i + 3, n) then
     general(entity, rec, start, ends_at(i + 3, n))
   end
   i = i + 3 + n

@@ -2,7 +2,8 @@
 -- Calling convention of an apply script:
 --   KEYS[1] = "<prefix>applied"  (hash: partition -> last applied offset)
 --   ARGV[1] = partition, ARGV[2] = expected applied offset ("-1" for none),
---   ARGV[3] = new applied offset, ARGV[4] = payload JSON, ARGV[5] = params JSON
+--   ARGV[3] = new applied offset, ARGV[4] = payload (MessagePack: no null in
+--   an array, false stands for none), ARGV[5] = params JSON
 -- Every other key of the unit is "<prefix>..." and shares KEYS[1]'s hash tag,
 -- so the whole unit lives in one Redis Cluster slot.
 local APPLIED = KEYS[1]
@@ -11,7 +12,7 @@ local cur = redis.call('HGET', APPLIED, ARGV[1])
 if (cur or '-1') ~= ARGV[2] then
   return 0  -- someone else applied offsets since we read: the caller re-reads
 end
-local payload = cjson.decode(ARGV[4])
+local payload = cmsgpack.unpack(ARGV[4])
 local params = cjson.decode(ARGV[5])
 
 -- "k,v,k,v" <-> {k = v}; keys and values are integers

@@ -15,9 +15,9 @@
 --                 batch can be judged while this one applies). Lateness is
 --                 judged against the greater of "wm" and "wj"; "wm" alone
 --                 (the applied one) forgets ids and bounds the pair floor.
--- ARGV: partition, horizon ms, dedupe ms, events JSON, flat:
+-- ARGV: partition, horizon ms, dedupe ms, events (MessagePack), flat:
 --       [id or "", t, offset, id or "", t, offset, ...] (one array, not one per
---       event: cjson builds no table per event)
+--       event: the decoder builds no table per event)
 -- Returns {verdicts ("a" accepted, "l" late, "d" duplicate per event), stored watermark or "",
 --          lowest stored watermark of any partition or ""}.
 -- Idempotent for a re-delivered batch: an id recorded by this very event
@@ -34,7 +34,7 @@
 -- the same, wherever a re-delivery's batches start and end.
 local part = ARGV[1]
 local H, D = tonumber(ARGV[2]), tonumber(ARGV[3])
-local flat = cjson.decode(ARGV[4])
+local flat = cmsgpack.unpack(ARGV[4])
 local n = #flat / 3 -- events
 local WM, IDS, GCDAY = KEYS[1], KEYS[2], KEYS[3]
 local LISTS = KEYS[4] .. ':' .. part .. ':'
