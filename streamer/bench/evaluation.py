@@ -4,7 +4,9 @@ active users, then time reading every metric (current + baseline window).
     python -m streamer.bench.evaluation [--users 10000 100000 1000000] [--redis URL]
 
 ``--events-factor K`` also fills the first population with K times the
-lessons per user: the same users, more events.
+lessons per user: the same users, more events. Every population is filled
+into a namespace of its own and they are timed round-robin
+(``time_round_robin``), so a slow spell of the machine falls on all alike.
 
 Reading must not grow with the number of events or users: windowed sums read
 ``w/r`` buckets, entity measures a difference array over window ends,
@@ -20,7 +22,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,10 @@ def empty(client: Any, timeout_s: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def fill(client: Any, tree: Tree, users: int, batch: int, factor: int = 1) -> tuple[int, float]:
-    store = Store(client, namespace="bench")
+def fill(
+    client: Any, tree: Tree, users: int, batch: int, factor: int = 1, namespace: str = "bench"
+) -> tuple[int, float]:
+    store = Store(client, namespace=namespace)
     store.delete_namespace()
     applier = BatchApplier(store, [tree])
     n = 0
@@ -94,42 +98,69 @@ def fill(client: Any, tree: Tree, users: int, batch: int, factor: int = 1) -> tu
     return n, time.perf_counter() - start
 
 
-def time_evaluation(client: Any, tree: Tree, repeats: int) -> tuple[list[float], dict[str, Any]]:
-    """Seconds per whole-tree evaluation (now and one window back), ``repeats``
-    times, and the values of the last one."""
-    store = Store(client, namespace="bench")
+def _evaluator(client: Any, tree: Tree, namespace: str) -> Callable[[], dict[str, Any]]:
+    """One whole-tree evaluation (now and one window back) of ``namespace``."""
+    store = Store(client, namespace=namespace)
     plan = BatchApplier(store, [tree]).plans[0]
-    samples = []
-    values: dict[str, Any] = {}
+    return lambda: evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
+
+
+def time_evaluation(client: Any, tree: Tree, repeats: int, namespace: str = "bench") -> tuple[list[float], dict[str, Any]]:
+    """Seconds per whole-tree evaluation, ``repeats`` times, and the values of the last one."""
+    samples, values = time_round_robin([_evaluator(client, tree, namespace)], repeats)
+    return samples[0], values[0]
+
+
+def time_round_robin(
+    evaluators: Sequence[Callable[[], dict[str, Any]]], repeats: int
+) -> tuple[list[list[float]], list[dict[str, Any]]]:
+    """Seconds per call of each evaluator, ``repeats`` each, taken round-robin:
+    sample k of every evaluator before sample k + 1 of any, so that a slow
+    spell of a shared machine falls on all of them alike (the reason the
+    ceiling and one worker run in interleaved pairs). One untimed call of each
+    first (connections, script cache). Returns the samples and the last
+    values of each."""
+    values = [ev() for ev in evaluators]
+    samples: list[list[float]] = [[] for _ in evaluators]
     for _ in range(repeats):
-        start = time.perf_counter()
-        values = evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
-        samples.append(time.perf_counter() - start)
+        for i, ev in enumerate(evaluators):
+            start = time.perf_counter()
+            values[i] = ev()
+            samples[i].append(time.perf_counter() - start)
     return samples, values
 
 
 def measure(
-    client: Any, tree: Tree, users: list[int], *, batch: int = 10_000, repeats: int = 20,
-    after_fill: Any = None, factor: int = 1,
+    client: Any, tree: Tree, users: Sequence[int | tuple[int, int]], *, batch: int = 10_000, repeats: int = 20,
+    after_fill: Callable[[int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """For each population (on an emptied Redis): fill (``factor``: times the
-    lessons per user), time the evaluation (median and max of ``repeats``)
-    and read ``used_memory``; ``after_fill(users)`` runs while the state is
-    there (e.g. a memory breakdown)."""
-    rows = []
-    for n_users in users:
-        empty(client)
+    """For each population (``users`` or ``(users, factor)``: ``factor`` times
+    the lessons per user): fill it into a namespace of its own on an emptied
+    Redis, all of them side by side, and read ``used_memory`` around its fill;
+    ``after_fill(users, namespace)`` runs right after (e.g. a memory
+    breakdown). Then time every population's evaluation round-robin
+    (``time_round_robin``): median and max of ``repeats``. Timed one
+    population after the other, their sub-millisecond medians moved with the
+    machine more than with the data (docs/performance.md, Evaluation cost)."""
+    empty(client)
+    pops = [(u, 1) if isinstance(u, int) else u for u in users]
+    filled = []
+    for i, (n_users, factor) in enumerate(pops):
+        namespace = f"bench{i}"
         base = int(client.info("memory")["used_memory"])
-        n, seconds = fill(client, tree, n_users, batch, factor)
-        samples, values = time_evaluation(client, tree, repeats)
+        n, seconds = fill(client, tree, n_users, batch, factor, namespace)
         used = int(client.info("memory")["used_memory"]) - base
         if after_fill is not None:
-            after_fill(n_users)
+            after_fill(n_users, namespace)
+        filled.append((n_users, factor, n, seconds, used, namespace))
+    samples, values = time_round_robin([_evaluator(client, tree, ns) for *_, ns in filled], repeats)
+    rows = []
+    for (n_users, factor, n, seconds, used, _), times, got in zip(filled, samples, values, strict=True):
         rows.append({
-            "users": n_users, "active_in_window": values.get("weekly_active_learners"),
+            "users": n_users, "events_factor": factor, "active_in_window": got.get("weekly_active_learners"),
             "events": n, "events_per_user": round(n / n_users, 2), "fill_events_per_s": round(n / seconds, 1),
-            "eval_ms_median": round(statistics.median(samples) * 1000, 3),
-            "eval_ms_max": round(max(samples) * 1000, 3),
+            "eval_ms_median": round(statistics.median(times) * 1000, 3),
+            "eval_ms_max": round(max(times) * 1000, 3),
             "redis_used_mib": round(used / 2**20, 1),
         })
     return rows
@@ -162,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--redis", help="Redis URL (default: start a local redis-server)")
     parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--events-factor", type=int, default=1,
                         help="also the first population with this many times the events per user")
     args = parser.parse_args(argv)
@@ -170,16 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--users and --events-factor must be >= 1")
     with bench_redis(args.redis) as client:
         tree = load_tree("education")
-        print(f"{'users':>10} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
-        runs = [(u, 1) for u in args.users] + ([(args.users[0], args.events_factor)] if args.events_factor > 1 else [])
-        for users, factor in runs:
-            empty(client)
-            n, seconds = fill(client, tree, users, args.batch, factor)
-            samples, values = time_evaluation(client, tree, args.repeats)
-            median = statistics.median(samples)
-            mem = client.info("memory")["used_memory"] / 2**20
-            print(f"{users:>10} {n:>10} {n / seconds:>10.0f} {median * 1000:>8.2f} {mem:>10.1f}  "
-                  f"{values['weekly_active_learners']:.0f}")
+        pops = [(u, 1) for u in args.users] + ([(args.users[0], args.events_factor)] if args.events_factor > 1 else [])
+        rows = measure(client, tree, pops, batch=args.batch, repeats=args.repeats)
+        print(f"{'users':>10} {'factor':>6} {'events':>10} {'fill ev/s':>10} {'eval ms':>8} {'redis MiB':>10}  weekly_active_learners")
+        for r in rows:
+            print(f"{r['users']:>10} {r['events_factor']:>6} {r['events']:>10} {r['fill_events_per_s']:>10.0f} "
+                  f"{r['eval_ms_median']:>8.3f} {r['redis_used_mib']:>10.1f}  {r['active_in_window']:.0f}")
+        empty(client)
     return 0
 
 

@@ -16,7 +16,7 @@ from streamer.spec.model import Tree
 from streamer.state.store import Store
 from streamer.windows.units import Plan, compile_tree, reader_units
 
-NAMESPACE = "bench"  # where streamer.bench.evaluation.fill writes
+NAMESPACE = "bench"  # where streamer.bench.evaluation.fill writes by default
 
 
 def key_bytes(client: Any, pattern: str) -> tuple[int, int]:
@@ -28,10 +28,11 @@ def key_bytes(client: Any, pattern: str) -> tuple[int, int]:
     return keys, total
 
 
-def unit_breakdown(client: Any, plan: Plan, users: int) -> dict[str, Any]:
-    """Bytes per active user of every unit of ``plan`` and of every metric
-    (the sum of the units it reads; a shared unit counts in each metric)."""
-    store = Store(client, namespace=NAMESPACE)
+def unit_breakdown(client: Any, plan: Plan, users: int, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """Bytes per active user of every unit of ``plan`` in ``namespace`` and of
+    every metric (the sum of the units it reads; a shared unit counts in each
+    metric)."""
+    store = Store(client, namespace=namespace)
     units: dict[str, dict[str, Any]] = {}
     for unit in plan.units:
         keys, size = key_bytes(client, store.keys.unit(unit, "*"))

@@ -412,14 +412,13 @@ def _restart(ctx: _Context, peer: tuple[Workload, str, dict[int, int]]) -> None:
     ctx.result["restart"] = out
 
 
-def _more_events(ctx: _Context, tree: Tree, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _more_events(c: BenchConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The middle population again, with ``eval_events_factor`` times the
-    events per user: what more events alone cost the evaluation."""
-    c = ctx.config
+    events per user (timed round-robin with the others): what more events
+    alone cost the evaluation."""
     users = statistics.median_low(c.eval_users)
-    base = next(r for r in rows if r["users"] == users)
-    ctx.log(f"evaluation: {users:,} users, {c.eval_events_factor}x the events per user")
-    more = evaluation.measure(ctx.scratch, tree, [users], repeats=100, factor=c.eval_events_factor)[0]
+    base = next(r for r in rows if r["users"] == users and r["events_factor"] == 1)
+    more = next(r for r in rows if r["users"] == users and r["events_factor"] == c.eval_events_factor)
     return {"users": users, "factor": c.eval_events_factor, "row": more,
             "eval_ms_more_events_vs_same_users": round(more["eval_ms_median"] / base["eval_ms_median"], 3)}
 
@@ -430,13 +429,17 @@ def _evaluation_memory(ctx: _Context) -> None:
     plan = compile_tree(tree)
     breakdown: dict[str, Any] = {}
 
-    def after_fill(users: int) -> None:
-        if users == c.memory_users:
-            breakdown.update(memory.unit_breakdown(ctx.scratch, plan, users))
+    def after_fill(users: int, namespace: str) -> None:
+        if users == c.memory_users and not breakdown:
+            breakdown.update(memory.unit_breakdown(ctx.scratch, plan, users, namespace))
 
     populations = sorted(set(c.eval_users) | ({c.memory_users} if "memory" in c.sections else set()))
-    ctx.log(f"evaluation: populations {', '.join(f'{u:,}' for u in populations)}")
-    rows = evaluation.measure(ctx.scratch, tree, populations, repeats=100, after_fill=after_fill)
+    more = [(statistics.median_low(c.eval_users), c.eval_events_factor)] if c.eval_events_factor > 1 else []
+    ctx.log(f"evaluation: populations {', '.join(f'{u:,}' for u in populations)}"
+            + "".join(f", {u:,} users with {f}x the events per user" for u, f in more)
+            + "; timed round-robin")
+    timed = evaluation.measure(ctx.scratch, tree, [*populations, *more], repeats=100, after_fill=after_fill)
+    rows = timed[: len(populations)]
     ctx.result["evaluation"] = {
         "rows": rows, "times_per_evaluation": 2, "extrapolate_users": c.extrapolate_users,
         "eval_ms_fit": evaluation.extrapolate(rows, "eval_ms_median", c.extrapolate_users, "log"),
@@ -444,8 +447,8 @@ def _evaluation_memory(ctx: _Context) -> None:
         if len(rows) > 1 else None,
         "redis_mib_fit": evaluation.extrapolate(rows, "redis_used_mib", c.extrapolate_users),
     }
-    if c.eval_events_factor > 1:
-        ctx.result["evaluation"]["more_events"] = _more_events(ctx, tree, rows)
+    if more:
+        ctx.result["evaluation"]["more_events"] = _more_events(c, timed)
     if "memory" in c.sections:
         ctx.log(f"memory: exact vs HyperLogLog distinct, {c.memory_users:,} users")
         ctx.result["memory"] = {
