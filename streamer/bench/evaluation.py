@@ -105,12 +105,6 @@ def _evaluator(client: Any, tree: Tree, namespace: str) -> Callable[[], dict[str
     return lambda: evaluate(store, plan, [T_END, T_END - 7 * DAY_MS])[0]
 
 
-def time_evaluation(client: Any, tree: Tree, repeats: int, namespace: str = "bench") -> tuple[list[float], dict[str, Any]]:
-    """Seconds per whole-tree evaluation, ``repeats`` times, and the values of the last one."""
-    samples, values = time_round_robin([_evaluator(client, tree, namespace)], repeats)
-    return samples[0], values[0]
-
-
 def time_round_robin(
     evaluators: Sequence[Callable[[], dict[str, Any]]], repeats: int
 ) -> tuple[list[list[float]], list[dict[str, Any]]]:
