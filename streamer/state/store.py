@@ -103,13 +103,16 @@ class Store:
         Cluster): keys may belong to any slots."""
         return self._execute(build)
 
-    def _execute(self, build: Any) -> list[Any]:
-        """Run a pipeline built by ``build(pipe)``; reload scripts once on NOSCRIPT."""
+    def _execute(self, build: Any, *, block: bool = False) -> list[Any]:
+        """Run a pipeline built by ``build(pipe)``; reload scripts once on NOSCRIPT.
+        ``block``: on a standalone Redis, as one MULTI/EXEC block, which Redis
+        runs without taking other clients' commands in between (a Cluster
+        refuses a block over several slots: there it is a plain pipeline)."""
         for attempt in (1, 2):
             try:
                 if self.is_cluster:
                     return self._execute_per_node(build)
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self.client.pipeline(transaction=block)
                 build(pipe)
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:
@@ -215,7 +218,8 @@ class Store:
         expire: Sequence[tuple[str, int]] = (),
     ) -> list[bool]:
         """Apply (unit, expected_offset, new_offset, payload, params) calls in one
-        round trip; each returns False when the unit's applied offset (field
+        round trip (standalone: one MULTI/EXEC block, so no other client sees
+        part of it); each returns False when the unit's applied offset (field
         ``field`` of its applied hash, default ``partition``) was not
         ``expected_offset`` any more (another worker got there first). Watermarks
         ``(tree, wm)`` are advanced after the applies (standalone: same round trip,
@@ -243,7 +247,10 @@ class Store:
             for key, ttl_ms in expire:
                 pipe.pexpire(key, ttl_ms)
 
-        results = self._execute(build)[len(born) : len(born) + len(calls)]
+        # one block: Redis runs a lane's apply, the step its next batch waits
+        # on, in one go instead of interleaved with the other lanes' requests
+        # (docs/performance.md, proposal 40)
+        results = self._execute(build, block=True)[len(born) : len(born) + len(calls)]
         ok = [int(r) == 1 for r in results]
         if self.is_cluster and watermarks and all(ok):
             self._execute(lambda pipe: self._advance(pipe, partition, watermarks))

@@ -140,6 +140,22 @@ def test_commands_per_batch_do_not_grow_with_events(redis_client: redis.Redis) -
     assert counting.round_trips == 2
 
 
+def test_the_apply_round_trip_is_one_block(redis_client: redis.Redis) -> None:
+    """Round trip 2 runs as one MULTI/EXEC block on a standalone Redis (no
+    other client's command between its scripts); round trip 1 does not."""
+    applier = BatchApplier(Store(redis_client, namespace="block"), [example("education")])
+    redis_client.config_resetstat()
+    applier.apply("0", list(enumerate(_log(2000, seed=13))), T0 + 30 * DAY)
+    stats = redis_client.info("commandstats")
+    assert stats.get("cmdstat_multi", {}).get("calls") == 1, sorted(stats)
+    assert stats.get("cmdstat_exec", {}).get("calls") == 1
+    evalsha = stats["cmdstat_evalsha"]["calls"]
+    # every unit's script ran inside it: none failed, and the state is there
+    assert evalsha > len(applier.units)
+    assert stats.get("cmdstat_evalsha", {}).get("failed_calls", 0) == 0
+    assert Store(redis_client, namespace="block").applied_offsets(applier.units, "0") == [1999] * len(applier.units)
+
+
 def test_another_partitions_watermark_does_not_forget_insert_ids(redis_client: redis.Redis) -> None:
     """Insert ids are forgotten by the watermark of the partition that recorded
     them: a partition far ahead (another worker, a partition that was not
