@@ -156,6 +156,36 @@ def test_the_apply_round_trip_is_one_block(redis_client: redis.Redis) -> None:
     assert Store(redis_client, namespace="block").applied_offsets(applier.units, "0") == [1999] * len(applier.units)
 
 
+def test_the_apply_block_survives_a_lost_script_cache(redis_client: redis.Redis) -> None:
+    """Redis loses its script cache between a batch's two round trips (a
+    restart from its AOF): the block answers NOSCRIPT, the store reloads the
+    scripts and runs the block again, and the state and counts are those of
+    a batch that saw no restart."""
+    records = list(enumerate(_log(1500, seed=21)))
+    plain = BatchApplier(Store(redis_client, namespace="noflush"), [example("education")])
+    flushed_store = Store(redis_client, namespace="flushed")
+    flushed = BatchApplier(flushed_store, [example("education")])
+    apply = flushed_store.apply
+    flushes: list[int] = []
+
+    def flush_then_apply(*args: Any, **kwargs: Any) -> Any:
+        redis_client.script_flush()
+        flushes.append(1)
+        return apply(*args, **kwargs)
+
+    flushed_store.apply = flush_then_apply  # type: ignore[method-assign]
+    redis_client.config_resetstat()
+    for start in range(0, 1500, 500):
+        want = plain.apply("0", records[start : start + 500], T0 + 30 * DAY)
+        got = flushed.apply("0", records[start : start + 500], T0 + 30 * DAY)
+        assert got.counts == want.counts and got.rejected == want.rejected
+    assert len(flushes) == 3
+    # each flush made the block's scripts fail once before the reload
+    assert redis_client.info("commandstats")["cmdstat_evalsha"]["failed_calls"] >= 3
+    assert _values(redis_client, flushed) == _values(redis_client, plain)
+    assert flushed_store.applied_offsets(flushed.units, "0") == [1499] * len(flushed.units)
+
+
 def test_another_partitions_watermark_does_not_forget_insert_ids(redis_client: redis.Redis) -> None:
     """Insert ids are forgotten by the watermark of the partition that recorded
     them: a partition far ahead (another worker, a partition that was not
